@@ -1,0 +1,152 @@
+"""The public entry points: `lower` and `load`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.export import ExportedProgram
+from torch.fx.passes.operator_support import OperatorSupportBase
+
+from fxdelegate.errors import ArchiveError, InvalidArgumentError
+from fxdelegate.partitioner import OpSet
+from fxdelegate.partitioner.op_support import OpSelector
+from fxdelegate.partitioner.report import LoweringSummary, RegionSummary, executor_ops_of
+from fxdelegate.passes import LoweringContext, prepare_program, run_lowering_passes
+from fxdelegate.passes.context import CONTEXT_KEY
+from fxdelegate.runtime.archive import read_archive
+from fxdelegate.runtime.backend import get_compiler, get_runtime
+from fxdelegate.runtime.lowered_module import delegate_key
+
+from .program import DelegatedProgram
+
+log = logging.getLogger("fxdelegate")
+
+
+def lower(
+    exported_program: ExportedProgram,
+    backend: str = "aoti",
+    support: OperatorSupportBase | None = None,
+    exclude_ops: Iterable[OpSelector] = (),
+    min_partition_size: int = 1,
+    *,
+    compile_options: dict[str, Any] | None = None,
+    check_inputs: bool = True,
+) -> DelegatedProgram:
+    """Partition `exported_program`, compile each region with `backend`, and return
+    a callable program whose delegate nodes run the compiled regions.
+
+    Args:
+        exported_program: from ``torch.export.export``; it is not modified.
+        backend: a registered backend id (``"aoti"``, ``"reference"``, or your own).
+        support: which nodes the backend may take; None means the backend's default.
+        exclude_ops: ops that must stay in the executor: ``"aten.gelu"`` (every
+            overload), ``"aten.gelu.default"``, OpOverload or OpOverloadPacket objects.
+        min_partition_size: regions with fewer compute nodes stay in the executor.
+        compile_options: passed to the backend compiler (for ``aoti``: inductor configs).
+        check_inputs: check every call's inputs against the exported specs.
+    """
+    compiler = get_compiler(backend)
+    get_runtime(backend)
+    if support is None:
+        support = compiler.default_support()
+    if not isinstance(support, OperatorSupportBase):
+        raise InvalidArgumentError(
+            "support must be a torch.fx.passes.operator_support.OperatorSupportBase or None, "
+            f"got {type(support).__name__}"
+        )
+    excluded = OpSet(exclude_ops)
+    if isinstance(min_partition_size, bool) or not isinstance(min_partition_size, int) or min_partition_size < 1:
+        raise InvalidArgumentError(f"min_partition_size must be an int >= 1, got {min_partition_size!r}")
+    if compile_options is not None and not isinstance(compile_options, dict):
+        raise InvalidArgumentError(f"compile_options must be a dict, got {type(compile_options).__name__}")
+
+    start = time.perf_counter()
+    prepared = prepare_program(exported_program)
+    workdir = tempfile.mkdtemp(prefix="fxdelegate-")
+    context = LoweringContext(
+        backend_id=backend,
+        support=support,
+        exclude_ops=excluded,
+        min_partition_size=min_partition_size,
+        compile_options=dict(compile_options or {}),
+        workdir=workdir,
+        signature=prepared.graph_signature,
+        state_dict=dict(prepared.state_dict),
+        constants=dict(prepared.constants),
+        range_constraints=dict(prepared.range_constraints),
+    )
+    graph_module = prepared.graph_module
+    try:
+        run_lowering_passes(graph_module, context)
+        graph_module.meta.pop(CONTEXT_KEY, None)
+        program = ExportedProgram(
+            root=graph_module,
+            graph=graph_module.graph,
+            graph_signature=context.signature,
+            state_dict=context.state_dict,
+            range_constraints=prepared.range_constraints,
+            module_call_graph=prepared.module_call_graph,
+            example_inputs=prepared.example_inputs,
+            constants=context.constants,
+            verifiers=prepared.verifiers,
+        )
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+    summary = _summarize(context, program)
+    log.info(
+        "lowered to %d region(s) on %s in %.1f s", len(context.regions), backend, time.perf_counter() - start
+    )
+    artifacts = {r.artifact.key: r.artifact for r in context.regions}  # type: ignore[union-attr]
+    runners = {r.artifact.key: r.runner for r in context.regions}  # type: ignore[union-attr]
+    return DelegatedProgram(program, artifacts, runners, summary, check_inputs=check_inputs, workdir=workdir)  # type: ignore[arg-type]
+
+
+def _summarize(context: LoweringContext, program: ExportedProgram) -> LoweringSummary:
+    regions = [
+        RegionSummary(
+            name=r.name,
+            backend_id=context.backend_id,
+            nodes=[n.name for n in r.partition.compute_nodes],
+            ops=r.partition.op_histogram(),
+            num_inputs=len(r.inputs),
+            num_outputs=len(r.outputs),
+            owned_state=list(r.owned_state),
+            owned_bytes=r.owned_bytes,
+        )
+        for r in context.regions
+    ]
+    result = context.partition_result
+    reasons = {r.node.name: r.explain() for r in result.rejected} if result else {}
+    return LoweringSummary(context.backend_id, regions, executor_ops_of(program.graph, reasons))
+
+
+def load(path: str | os.PathLike[str], *, check_inputs: bool = True) -> DelegatedProgram:
+    """Load a program saved with :meth:`DelegatedProgram.save`. Compiles nothing.
+
+    Loading runs the native code inside the archive: load only archives you trust.
+    """
+    contents = read_archive(path)
+    runners = {}
+    for key, artifact in contents.artifacts.items():
+        runners[key] = get_runtime(artifact.backend_id).load(artifact)
+    delegate = torch.ops.higher_order.executorch_call_delegate
+    for node in contents.program.graph.nodes:
+        if node.op == "call_function" and node.target is delegate:
+            key = delegate_key(node.args[0], contents.program.graph_module)
+            if key not in runners:
+                raise ArchiveError(f"{contents.path}: delegate node {node.name} names region {key!r}, which the archive lacks")
+    summary_data = contents.metadata.get("summary")
+    try:
+        summary = LoweringSummary.from_dict(summary_data)  # type: ignore[arg-type]
+    except (KeyError, TypeError) as exc:
+        raise ArchiveError(f"{contents.path}: the stored report is malformed: {exc}") from exc
+    return DelegatedProgram(contents.program, contents.artifacts, runners, summary, check_inputs=check_inputs)

@@ -1,0 +1,36 @@
+"""Exceptions raised by fxdelegate.
+
+Every error a user can cause (bad arguments, inputs that do not match the
+program, a damaged archive, a backend that is missing) is one of these, with
+a message that names what was wrong and what was expected.
+"""
+
+from __future__ import annotations
+
+
+class FxDelegateError(Exception):
+    """Base class of every exception fxdelegate raises on purpose."""
+
+
+class InvalidArgumentError(FxDelegateError, ValueError):
+    """An argument to a public function is malformed (unknown op name, bad option...)."""
+
+
+class UnsupportedProgramError(FxDelegateError, ValueError):
+    """The ExportedProgram uses a feature the pipeline cannot handle."""
+
+
+class InputMismatchError(FxDelegateError, ValueError):
+    """Call inputs do not match what the program was exported/compiled for."""
+
+
+class BackendError(FxDelegateError, RuntimeError):
+    """A backend is unknown, unavailable, or failed."""
+
+
+class BackendCompileError(BackendError):
+    """A backend failed to compile one region."""
+
+
+class ArchiveError(FxDelegateError, ValueError):
+    """A .pt2 archive is missing, damaged, or was not written by fxdelegate."""

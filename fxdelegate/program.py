@@ -1,0 +1,77 @@
+"""DelegatedProgram: what `fxdelegate.lower` returns and `fxdelegate.load` gives back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import weakref
+from typing import Any
+
+from torch.export import ExportedProgram
+
+from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
+from fxdelegate.runtime.archive import write_archive
+from fxdelegate.runtime.backend import RegionArtifact, Runner
+from fxdelegate.runtime.executor import ProgramExecutor
+
+
+class DelegatedProgram:
+    """A program whose regions run in compiled backends and the rest in the executor.
+
+    Call it like ``exported_program.module()``: same pytree of inputs and outputs.
+    """
+
+    def __init__(
+        self,
+        exported_program: ExportedProgram,
+        artifacts: dict[str, RegionArtifact],
+        runners: dict[str, Runner],
+        summary: LoweringSummary,
+        *,
+        check_inputs: bool = True,
+        workdir: str | None = None,
+    ) -> None:
+        self.exported_program = exported_program
+        self.artifacts = artifacts
+        self.summary = summary
+        self._runners = runners
+        self._executor = ProgramExecutor(exported_program, runners, check_inputs=check_inputs)
+        if workdir is not None:
+            # Compiled region packages live here until the program is gone.
+            self._cleanup = weakref.finalize(self, shutil.rmtree, workdir, True)
+
+    @property
+    def partitions(self) -> list[RegionSummary]:
+        """One record per region: name, backend, nodes, ops, input/output counts, owned state."""
+        return self.summary.regions
+
+    @property
+    def check_inputs(self) -> bool:
+        """Whether inputs are checked before each call (see README: turning this off is unsafe)."""
+        return self._executor.check_inputs
+
+    @check_inputs.setter
+    def check_inputs(self, value: bool) -> None:
+        self._executor.check_inputs = bool(value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._executor(*args, **kwargs)
+
+    def report(self) -> str:
+        """A readable table: regions, and every op left in the executor with the reason."""
+        return self.summary.format()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write a self-contained .pt2 that `fxdelegate.load` runs without compiling."""
+        write_archive(path, self.exported_program, list(self.artifacts.values()), {"summary": self.summary.to_dict()})
+
+    @property
+    def generated_code(self) -> str:
+        """Source of the straight-line function the executor runs."""
+        return self._executor.plan.source
+
+    def __repr__(self) -> str:
+        return (
+            f"DelegatedProgram({len(self.summary.regions)} region(s) on '{self.summary.backend_id}', "
+            f"{self.summary.executor_compute_nodes} executor op(s))"
+        )

@@ -1,0 +1,18 @@
+"""fxdelegate.partitioner: decides which nodes run in which delegated region."""
+
+from .candidates import RejectReason
+from .op_support import CompilableAtenSupport, OpSet, describe_target, resolve_op_selector
+from .partition import Partition, PartitionResult, RejectedNode, partition_graph, propose_partitions
+
+__all__ = [
+    "CompilableAtenSupport",
+    "OpSet",
+    "Partition",
+    "PartitionResult",
+    "RejectReason",
+    "RejectedNode",
+    "describe_target",
+    "partition_graph",
+    "propose_partitions",
+    "resolve_op_selector",
+]

@@ -1,0 +1,168 @@
+"""Which operators a backend may take: selectors, exclusion lists, default predicates.
+
+Support predicates are ordinary `torch.fx.passes.operator_support.OperatorSupportBase`
+objects, so predicates written for other projects plug in unchanged.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+from typing import Union
+
+import torch
+from torch._ops import HigherOrderOperator, OpOverload, OpOverloadPacket
+from torch.fx.passes.operator_support import OperatorSupportBase
+
+from fxdelegate.errors import InvalidArgumentError
+
+OpSelector = Union[str, OpOverload, OpOverloadPacket]
+
+# Ops whose output shape depends on tensor values. Compiled regions are
+# specialised on symbolic shapes, so these run in the executor.
+DATA_DEPENDENT_OPS = frozenset(
+    {
+        "aten::nonzero",
+        "aten::unique",
+        "aten::_unique",
+        "aten::_unique2",
+        "aten::unique_dim",
+        "aten::unique_consecutive",
+        "aten::masked_select",
+        "aten::item",
+        "aten::_local_scalar_dense",
+        "aten::repeat_interleave",
+        "aten::bincount",
+    }
+)
+
+# Random ops stay in the executor so that results follow eager PyTorch's
+# generator state exactly (a compiled kernel draws from its own stream).
+RANDOM_OPS = frozenset(
+    {
+        "aten::rand",
+        "aten::rand_like",
+        "aten::randn",
+        "aten::randn_like",
+        "aten::randint",
+        "aten::randint_like",
+        "aten::randperm",
+        "aten::bernoulli",
+        "aten::dropout",
+        "aten::native_dropout",
+        "aten::normal",
+        "aten::uniform",
+        "aten::multinomial",
+        "aten::exponential",
+        "aten::poisson",
+    }
+)
+
+# Namespaces whose ops compile without user-provided kernels.
+COMPILABLE_NAMESPACES = frozenset({"aten", "prims"})
+
+
+def op_key(target: object) -> str | None:
+    """`"aten::gelu"` for aten.gelu.<any overload>, None for non-operator targets."""
+    if isinstance(target, OpOverload):
+        return target._schema.name
+    if isinstance(target, OpOverloadPacket):
+        return target._qualified_op_name
+    return None
+
+
+def resolve_op_selector(selector: OpSelector) -> OpOverload | OpOverloadPacket:
+    """Turn `"aten.gelu"`, `"aten.gelu.default"`, an OpOverloadPacket or OpOverload into an op."""
+    if isinstance(selector, (OpOverload, OpOverloadPacket)):
+        return selector
+    if not isinstance(selector, str):
+        raise InvalidArgumentError(
+            f"exclude_ops entries must be op names like 'aten.gelu' or 'aten.gelu.default', "
+            f"OpOverload or OpOverloadPacket objects; got {selector!r} of type {type(selector).__name__}"
+        )
+    name = selector.strip().replace("::", ".")
+    if name.startswith("torch.ops."):
+        name = name[len("torch.ops.") :]
+    parts = name.split(".")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise InvalidArgumentError(
+            f"op name {selector!r} is not of the form 'namespace.op' or 'namespace.op.overload' "
+            "(for example 'aten.gelu' or 'aten.gelu.default')"
+        )
+    try:
+        packet = getattr(getattr(torch.ops, parts[0]), parts[1])
+    except (AttributeError, RuntimeError) as exc:
+        raise InvalidArgumentError(
+            f"no operator named {'.'.join(parts[:2])!r} is registered (from exclude_ops entry {selector!r})"
+        ) from exc
+    if len(parts) == 2:
+        return packet
+    try:
+        return getattr(packet, parts[2])
+    except (AttributeError, RuntimeError) as exc:
+        raise InvalidArgumentError(
+            f"operator {'.'.join(parts[:2])!r} has no overload {parts[2]!r} "
+            f"(known overloads: {', '.join(packet.overloads())})"
+        ) from exc
+
+
+class OpSet:
+    """A set of operators given by packets (all overloads) and single overloads."""
+
+    def __init__(self, selectors: Iterable[OpSelector] = ()) -> None:
+        if isinstance(selectors, (str, OpOverload, OpOverloadPacket)):
+            selectors = (selectors,)
+        self.packets: set[str] = set()
+        self.overloads: set[OpOverload] = set()
+        for selector in selectors:
+            op = resolve_op_selector(selector)
+            if isinstance(op, OpOverloadPacket):
+                self.packets.add(op._qualified_op_name)
+            else:
+                self.overloads.add(op)
+
+    def __contains__(self, target: object) -> bool:
+        if isinstance(target, OpOverload):
+            return target in self.overloads or target._schema.name in self.packets
+        return False
+
+    def __bool__(self) -> bool:
+        return bool(self.packets or self.overloads)
+
+    def names(self) -> list[str]:
+        packets = [p.replace("::", ".") for p in self.packets]
+        return sorted(packets + [str(o) for o in self.overloads])
+
+
+class CompilableAtenSupport(OperatorSupportBase):
+    """Default support of compiling backends: ATen/prims ops without data-dependent
+    shapes or randomness. Higher-order ops (control flow, existing delegates) and
+    Python-level builtins are not supported."""
+
+    def is_node_supported(self, submodules, node: torch.fx.Node) -> bool:  # type: ignore[override]
+        target = node.target
+        if not isinstance(target, OpOverload):
+            return False
+        if target.namespace not in COMPILABLE_NAMESPACES:
+            return False
+        key = target._schema.name
+        return key not in DATA_DEPENDENT_OPS and key not in RANDOM_OPS
+
+
+def describe_target(target: object) -> str:
+    """Short printable name of a node target: 'aten.gelu.default', 'getitem'..."""
+    if isinstance(target, OpOverload):
+        return str(target)
+    if isinstance(target, OpOverloadPacket):
+        return target._qualified_op_name.replace("::", ".")
+    if isinstance(target, HigherOrderOperator):
+        return f"higher_order.{target.name()}"
+    if target is operator.getitem:
+        return "getitem"
+    name = getattr(target, "__name__", None)
+    module = getattr(target, "__module__", None)
+    if name and module in ("_operator", "operator"):
+        return f"operator.{name}"
+    if name:
+        return f"{module}.{name}" if module else name
+    return str(target)

@@ -1,0 +1,131 @@
+"""What the user reads: which regions were formed, and which ops stayed in the
+executor and why. Built from plain records so that a saved archive carries it
+(as JSON) and ``fxdelegate inspect`` can print it without loading any code."""
+
+from __future__ import annotations
+
+import operator
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from .op_support import describe_target
+
+
+@dataclass
+class RegionSummary:
+    name: str
+    backend_id: str
+    nodes: list[str]
+    ops: dict[str, int]
+    num_inputs: int
+    num_outputs: int
+    owned_state: list[str] = field(default_factory=list)
+    owned_bytes: int = 0
+
+    @property
+    def size(self) -> int:
+        return sum(self.ops.values())
+
+
+@dataclass
+class ExecutorOp:
+    node: str
+    op: str
+    reason: str
+
+
+@dataclass
+class LoweringSummary:
+    backend_id: str
+    regions: list[RegionSummary]
+    executor_ops: list[ExecutorOp]
+
+    @property
+    def delegated_nodes(self) -> int:
+        return sum(r.size for r in self.regions)
+
+    @property
+    def executor_compute_nodes(self) -> int:
+        return sum(1 for op in self.executor_ops if op.op != "getitem")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoweringSummary:
+        return cls(
+            backend_id=str(data["backend_id"]),
+            regions=[RegionSummary(**r) for r in data["regions"]],
+            executor_ops=[ExecutorOp(**o) for o in data["executor_ops"]],
+        )
+
+    def format(self) -> str:
+        total = self.delegated_nodes + self.executor_compute_nodes
+        share = 100.0 * self.delegated_nodes / total if total else 0.0
+        lines = [
+            f"fxdelegate: {len(self.regions)} region(s) on backend '{self.backend_id}'; "
+            f"{self.delegated_nodes} of {total} compute nodes delegated ({share:.1f}%)",
+            "",
+            "Regions",
+        ]
+        rows = [["region", "nodes", "inputs", "outputs", "weights", "ops"]]
+        for r in self.regions:
+            ops = ", ".join(f"{_short_op(op)} x{n}" for op, n in r.ops.items())
+            rows.append([r.name, str(r.size), str(r.num_inputs), str(r.num_outputs), _bytes(r.owned_bytes), ops])
+        lines += _table(rows) if self.regions else ["  (none)"]
+        lines += ["", f"Executor ops ({self.executor_compute_nodes})"]
+        rows = [["node", "op", "reason"]]
+        for op in self.executor_ops:
+            if op.op != "getitem":
+                rows.append([op.node, _short_op(op.op), op.reason])
+        lines += _table(rows) if len(rows) > 1 else ["  (none)"]
+        reasons = Counter(op.reason.split(" (")[0] for op in self.executor_ops if op.op != "getitem")
+        if reasons:
+            lines += ["", "Executor ops by reason"]
+            lines += _table([["reason", "count"]] + [[k, str(v)] for k, v in reasons.most_common()])
+        weights = sum(r.owned_bytes for r in self.regions)
+        lines += [
+            "",
+            f"Totals: {len(self.regions)} region(s), {self.delegated_nodes} delegated / "
+            f"{self.executor_compute_nodes} executor compute nodes ({share:.1f}% delegated), "
+            f"{_bytes(weights)} of weights inside regions",
+        ]
+        return "\n".join(lines)
+
+
+def executor_ops_of(graph: torch.fx.Graph, reasons: dict[str, str]) -> list[ExecutorOp]:
+    """One row per call_function node that the executor runs (delegate calls excluded)."""
+    delegate = torch.ops.higher_order.executorch_call_delegate
+    rows = []
+    for node in graph.nodes:
+        if node.op != "call_function" or node.target is delegate:
+            continue
+        if node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node):
+            if node.args[0].target is delegate:
+                continue
+        rows.append(ExecutorOp(node.name, describe_target(node.target), reasons.get(node.name, "not a candidate")))
+    return rows
+
+
+def _short_op(op: str) -> str:
+    return op[len("aten.") :] if op.startswith("aten.") else op
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for row in rows:
+        cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
+        out.append("  " + "  ".join(cells).rstrip())
+    return out

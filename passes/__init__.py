@@ -1,0 +1,42 @@
+"""fxdelegate.passes: the FX passes that turn regions into delegate calls.
+
+One pass per file, each a ``torch.fx.passes.infra.pass_base.PassBase``:
+
+* :class:`AnchorSymbolicSizesPass` - read sizes from graph inputs, not intermediates
+* :class:`TagRegionsPass` - run the partitioner, tag nodes with their region
+* :class:`AssignConstantOwnersPass` - one owner for every parameter/buffer/constant
+* :class:`OutlineRegionsPass` - each region becomes a flat ExportedProgram
+* :class:`LowerRegionsPass` - compile each region with the backend, load it
+* :class:`DelegateRegionsPass` - replace regions with ``executorch_call_delegate``
+* :class:`VerifyDelegatedGraphPass` - lint, signature, ownership checks
+"""
+
+from .anchor_symbolic_sizes import AnchorSymbolicSizesPass
+from .assign_constant_owners import AssignConstantOwnersPass
+from .context import EXECUTOR, LoweringContext, RegionRecord, attach_context, get_context
+from .delegate_regions import DelegateRegionsPass
+from .lower_regions import LowerRegionsPass
+from .outline_regions import OutlineRegionsPass
+from .pipeline import lowering_passes, run_lowering_passes
+from .prepare_program import prepare_program
+from .tag_regions import REGION_TAG, TagRegionsPass
+from .verify_delegated import VerifyDelegatedGraphPass
+
+__all__ = [
+    "EXECUTOR",
+    "REGION_TAG",
+    "AnchorSymbolicSizesPass",
+    "AssignConstantOwnersPass",
+    "DelegateRegionsPass",
+    "LowerRegionsPass",
+    "LoweringContext",
+    "OutlineRegionsPass",
+    "RegionRecord",
+    "TagRegionsPass",
+    "VerifyDelegatedGraphPass",
+    "attach_context",
+    "get_context",
+    "lowering_passes",
+    "prepare_program",
+    "run_lowering_passes",
+]

@@ -1,0 +1,84 @@
+"""State that the lowering passes share, carried on the graph module they transform.
+
+torch's PassManager hands each pass only a GraphModule; everything else a pass
+needs (the program's signature and state, the partition, the outlined regions)
+lives in one :class:`LoweringContext` stored in ``graph_module.meta``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import ExportGraphSignature
+from torch.fx.passes.operator_support import OperatorSupportBase
+
+from fxdelegate.partitioner import OpSet, Partition, PartitionResult
+from fxdelegate.runtime.backend import RegionArtifact, Runner
+
+CONTEXT_KEY = "fxdelegate"
+EXECUTOR = "executor"  # owner name of state that stays with the executor
+
+
+@dataclass
+class RegionRecord:
+    """Everything known about one region as it moves through the passes."""
+
+    partition: Partition
+    # Parent-graph values fed to the region at run time, in the region's input order.
+    inputs: list[torch.fx.Node] = field(default_factory=list)
+    # Parent-graph values the region produces for the rest of the graph, in output order.
+    outputs: list[torch.fx.Node] = field(default_factory=list)
+    # State (parameter/buffer/constant FQNs) that moved into the region.
+    owned_state: list[str] = field(default_factory=list)
+    owned_bytes: int = 0
+    program: ExportedProgram | None = None
+    example_inputs: tuple[Any, ...] = ()
+    artifact: RegionArtifact | None = None
+    runner: Runner | None = None
+    delegate_node: torch.fx.Node | None = None
+
+    @property
+    def name(self) -> str:
+        return self.partition.name
+
+
+@dataclass
+class LoweringContext:
+    """Inputs and products of one lowering run."""
+
+    backend_id: str
+    support: OperatorSupportBase
+    exclude_ops: OpSet
+    min_partition_size: int
+    compile_options: dict[str, Any]
+    workdir: str
+    # The program being transformed (its graph module is the one the passes see).
+    signature: ExportGraphSignature
+    state_dict: dict[str, torch.Tensor]
+    constants: dict[str, Any]
+    range_constraints: dict[Any, Any]
+    partition_result: PartitionResult | None = None
+    owners: dict[str, str] = field(default_factory=dict)  # state FQN -> region name or EXECUTOR
+    regions: list[RegionRecord] = field(default_factory=list)
+
+    def region(self, name: str) -> RegionRecord:
+        for r in self.regions:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+def get_context(graph_module: torch.fx.GraphModule) -> LoweringContext:
+    try:
+        return graph_module.meta[CONTEXT_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "this pass runs inside fxdelegate's lowering pipeline: the graph module carries no LoweringContext"
+        ) from None
+
+
+def attach_context(graph_module: torch.fx.GraphModule, context: LoweringContext) -> None:
+    graph_module.meta[CONTEXT_KEY] = context

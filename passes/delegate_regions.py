@@ -1,0 +1,107 @@
+"""Replace each region in the parent graph with one delegate call.
+
+Each region becomes ``executorch_call_delegate(lowered_module, *flat_inputs)``
+followed by one ``getitem`` per output; its nodes and the state it owns leave
+the parent graph and signature.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch.export.graph_signature import (
+    ExportGraphSignature,
+    OutputSpec,
+    SymIntArgument,
+    TensorArgument,
+)
+from torch.fx.passes.infra.pass_base import PassBase, PassResult
+
+from fxdelegate.partitioner.symbolic import is_pure_size_op
+from fxdelegate.runtime.lowered_module import LoweredBackendModule
+
+from .context import EXECUTOR, get_context
+from .graph_order import stable_topological_sort
+from .tag_regions import REGION_TAG
+
+
+class DelegateRegionsPass(PassBase):
+    def requires(self, graph_module: torch.fx.GraphModule) -> None:
+        for record in get_context(graph_module).regions:
+            if record.artifact is None:
+                raise AssertionError("DelegateRegionsPass needs LowerRegionsPass first")
+
+    def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        ctx = get_context(graph_module)
+        if not ctx.regions:
+            return PassResult(graph_module, False)
+        graph = graph_module.graph
+        delegate = torch.ops.higher_order.executorch_call_delegate
+        for record in ctx.regions:
+            lowered = LoweredBackendModule(
+                record.program,  # type: ignore[arg-type]
+                ctx.backend_id,
+                module_name=record.name,
+                artifact=record.artifact,
+                compile_specs=[f"{k}={v}" for k, v in sorted(ctx.compile_options.items())],
+            )
+            attr = f"lowered_{record.name}"
+            graph_module.add_submodule(attr, lowered)
+            members = set(record.partition.nodes)
+            with graph.inserting_before(record.partition.nodes[0]):
+                module_node = graph.get_attr(attr)
+                call = graph.call_function(delegate, (module_node, *record.inputs))
+                call.meta["val"] = tuple(n.meta["val"] for n in record.outputs)
+                for i, out in enumerate(record.outputs):
+                    item = graph.call_function(operator.getitem, (call, i))
+                    item.meta["val"] = out.meta["val"]
+                    for key in ("stack_trace", "nn_module_stack"):
+                        if key in out.meta:
+                            item.meta[key] = out.meta[key]
+                    out.replace_all_uses_with(item, delete_user_cb=lambda user: user not in members)
+            record.delegate_node = call
+            for node in reversed(record.partition.nodes):
+                graph.erase_node(node)
+
+        # State that moved into a region leaves the parent.
+        moved = {t for t, owner in ctx.owners.items() if owner != EXECUTOR}
+        kept_inputs = []
+        for node, spec in zip([n for n in graph.nodes if n.op == "placeholder"], ctx.signature.input_specs):
+            if spec.target in moved:
+                if node.users:
+                    raise AssertionError(f"{spec.target} moved into a region but {node.name} is still used")
+                graph.erase_node(node)
+                ctx.state_dict.pop(spec.target, None)
+                ctx.constants.pop(spec.target, None)
+            else:
+                kept_inputs.append(spec)
+        # Size computations whose only users were region nodes are dead now.
+        for node in reversed(list(graph.nodes)):
+            if node.op == "call_function" and is_pure_size_op(node) and not node.users:
+                graph.erase_node(node)
+        stable_topological_sort(graph)
+        output_node = graph.output_node()
+        ctx.signature = ExportGraphSignature(
+            kept_inputs, _renamed_outputs(ctx.signature.output_specs, output_node.args[0])
+        )
+        graph_module.recompile()
+        return PassResult(graph_module, True)
+
+    def ensures(self, graph_module: torch.fx.GraphModule) -> None:
+        for node in graph_module.graph.nodes:
+            if node.op == "call_function" and REGION_TAG in node.meta:
+                raise AssertionError(f"region node {node.name} is still in the parent graph")
+
+
+def _renamed_outputs(specs: list[OutputSpec], returned: tuple) -> list[OutputSpec]:
+    renamed = []
+    for spec, value in zip(specs, returned):
+        arg = spec.arg
+        if isinstance(value, torch.fx.Node):
+            if isinstance(arg, TensorArgument):
+                arg = TensorArgument(value.name)
+            elif isinstance(arg, SymIntArgument):
+                arg = SymIntArgument(value.name)
+        renamed.append(OutputSpec(spec.kind, arg, spec.target))
+    return renamed

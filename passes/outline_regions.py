@@ -1,0 +1,178 @@
+"""Outline each region into its own ExportedProgram with flat inputs and outputs.
+
+The region's program is built directly from the parent's nodes and metadata
+instead of re-exporting a submodule: node ``val``s keep the parent's symbolic
+shapes, so every ``Dim`` that reaches the region stays dynamic there and one
+compiled artifact serves every size in its range.
+
+Inputs, in order: state the region owns (parameters, buffers, constants: they
+are compiled in), then runtime tensors from the parent. Symbolic sizes the
+region needs are recomputed inside it from its tensor inputs' shapes; when no
+input carries a symbol as a plain dimension, the parent's graph input that
+does is passed in as well.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import sympy
+import torch
+import torch.utils._pytree as pytree
+from torch.export import ExportedProgram
+from torch.export.exported_program import ModuleCallEntry, ModuleCallSignature
+from torch.export.graph_signature import (
+    ExportGraphSignature,
+    InputKind,
+    InputSpec,
+    OutputKind,
+    OutputSpec,
+    TensorArgument,
+)
+from torch.fx.passes.infra.pass_base import PassBase, PassResult
+
+from fxdelegate.partitioner.candidates import ValueKind, value_kind
+from fxdelegate.partitioner.symbolic import size_expr, symbol_sources
+from fxdelegate.runtime.backend import example_value
+
+from .context import LoweringContext, RegionRecord, get_context
+from .symbolic_sizes import SizeExprBuilder
+
+
+class OutlineRegionsPass(PassBase):
+    def requires(self, graph_module: torch.fx.GraphModule) -> None:
+        ctx = get_context(graph_module)
+        if ctx.partition_result is None or (ctx.regions and not ctx.owners):
+            raise AssertionError("OutlineRegionsPass needs TagRegionsPass and AssignConstantOwnersPass first")
+
+    def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        ctx = get_context(graph_module)
+        placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
+        parent_sizes = symbol_sources(placeholders)
+        specs_by_name = {s.arg.name: s for s in ctx.signature.input_specs}
+        for record in ctx.regions:
+            outline_region(record, ctx, specs_by_name, parent_sizes)
+        return PassResult(graph_module, False)
+
+    def ensures(self, graph_module: torch.fx.GraphModule) -> None:
+        for record in get_context(graph_module).regions:
+            if record.program is None:
+                raise AssertionError(f"{record.name} was not outlined")
+            n_user = len(record.program.graph_signature.user_inputs)
+            if n_user != len(record.inputs) or n_user != len(record.example_inputs):
+                raise AssertionError(f"{record.name}: {n_user} user inputs vs {len(record.inputs)} parent values")
+            if len(record.program.graph_signature.user_outputs) != len(record.outputs):
+                raise AssertionError(f"{record.name}: output count differs from the parent's uses")
+
+
+def outline_region(
+    record: RegionRecord,
+    ctx: LoweringContext,
+    specs_by_name: dict[str, InputSpec],
+    parent_sizes: dict,
+) -> None:
+    members = set(record.partition.nodes)
+    ordered = list(record.partition.nodes)
+
+    external: list[torch.fx.Node] = []
+    seen: set[torch.fx.Node] = set()
+    for node in ordered:
+        for arg in node.all_input_nodes:
+            if arg not in members and arg not in seen:
+                seen.add(arg)
+                external.append(arg)
+    outputs = [n for n in ordered if any(u not in members for u in n.users)]
+
+    owned, runtime, sizes = [], [], []
+    for value in external:
+        spec = specs_by_name.get(value.name) if value.op == "placeholder" else None
+        if spec is not None and spec.target is not None and ctx.owners.get(spec.target) == record.name:
+            owned.append(value)
+        elif value_kind(value.meta.get("val")) is ValueKind.SYMBOLIC:
+            sizes.append(value)
+        else:
+            runtime.append(value)
+
+    # Every symbol in the region's shapes must be readable from a runtime input.
+    local_sizes = symbol_sources(runtime)
+    needed: set[sympy.Symbol] = set()
+    for node in [*runtime, *ordered, *sizes]:
+        needed |= _free_symbols(node.meta.get("val"))
+    for symbol in sorted(needed - set(local_sizes), key=str):
+        source = parent_sizes.get(symbol)
+        if source is None:
+            raise AssertionError(f"{record.name}: size {symbol} is not readable from any graph input")
+        if source[0] not in runtime:
+            runtime.append(source[0])
+        local_sizes = symbol_sources(runtime)
+
+    graph = torch.fx.Graph()
+    env: dict[torch.fx.Node, object] = {}
+    input_specs: list[InputSpec] = []
+    state_dict: dict[str, torch.Tensor] = {}
+    constants: dict[str, object] = {}
+    for value in owned:
+        spec = specs_by_name[value.name]
+        env[value] = _placeholder(graph, value)
+        input_specs.append(
+            InputSpec(spec.kind, TensorArgument(value.name), spec.target, getattr(spec, "persistent", None))
+        )
+        if spec.kind == InputKind.PARAMETER or (spec.kind == InputKind.BUFFER and spec.persistent):
+            state_dict[spec.target] = ctx.state_dict[spec.target]  # type: ignore[index]
+        else:
+            constants[spec.target] = ctx.constants[spec.target]  # type: ignore[index]
+    for value in runtime:
+        env[value] = _placeholder(graph, value)
+        input_specs.append(InputSpec(InputKind.USER_INPUT, TensorArgument(value.name), None))
+
+    region_sizes = {sym: (env[node], dim) for sym, (node, dim) in local_sizes.items()}
+    builder = SizeExprBuilder(graph, region_sizes)  # type: ignore[arg-type]
+    for value in sizes:
+        env[value] = builder.build(size_expr(value.meta["val"]))  # type: ignore[arg-type]
+    for node in ordered:
+        env[node] = graph.node_copy(node, lambda n: env[n])
+    graph.output(tuple(env[n] for n in outputs))
+    output_specs = [
+        OutputSpec(OutputKind.USER_OUTPUT, TensorArgument(env[n].name), None)  # type: ignore[union-attr]
+        for n in outputs
+    ]
+
+    example_inputs = tuple(example_value(v.meta["val"]) for v in runtime)
+    in_spec = pytree.tree_flatten((example_inputs, {}))[1]
+    out_spec = pytree.tree_flatten(tuple(range(len(outputs))))[1]
+    symbols = set().union(*(_free_symbols(v.meta.get("val")) for v in runtime)) if runtime else set()
+    root = torch.fx.GraphModule(torch.nn.Module(), graph)
+    record.program = ExportedProgram(
+        root=root,
+        graph=root.graph,
+        graph_signature=ExportGraphSignature(input_specs, output_specs),
+        state_dict=state_dict,
+        range_constraints={s: r for s, r in ctx.range_constraints.items() if s in symbols},
+        module_call_graph=[ModuleCallEntry("", ModuleCallSignature([], [], in_spec, out_spec))],
+        example_inputs=(example_inputs, {}),
+        constants=constants,
+    )
+    record.inputs = runtime
+    record.outputs = outputs
+    record.example_inputs = example_inputs
+
+
+def _placeholder(graph: torch.fx.Graph, value: torch.fx.Node) -> torch.fx.Node:
+    node = graph.placeholder(value.name)
+    node.meta = copy.copy(value.meta)
+    node.meta.pop("fxdelegate_region", None)
+    return node
+
+
+def _free_symbols(val: object) -> set[sympy.Symbol]:
+    if isinstance(val, torch.Tensor):
+        out: set[sympy.Symbol] = set()
+        for s in val.shape:
+            if isinstance(s, torch.SymInt):
+                out |= s.node.expr.free_symbols
+        return out
+    if isinstance(val, torch.SymInt):
+        return set(val.node.expr.free_symbols)
+    if isinstance(val, (tuple, list)):
+        return set().union(*(_free_symbols(v) for v in val)) if val else set()
+    return set()

@@ -1,0 +1,47 @@
+"""Partition the graph and tag each node with the region it joins."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch.fx.passes.infra.pass_base import PassBase, PassResult
+
+from fxdelegate.partitioner import partition_graph
+
+from .context import RegionRecord, get_context
+
+REGION_TAG = "fxdelegate_region"
+
+
+class TagRegionsPass(PassBase):
+    """Runs the partitioner; writes ``node.meta["fxdelegate_region"]`` and one
+    :class:`RegionRecord` per proposed region. The graph itself is unchanged."""
+
+    def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
+        ctx = get_context(graph_module)
+        result = partition_graph(
+            graph_module,
+            ctx.support,
+            exclude_ops=ctx.exclude_ops,
+            min_partition_size=ctx.min_partition_size,
+            backend_id=ctx.backend_id,
+        )
+        for node in graph_module.graph.nodes:
+            node.meta.pop(REGION_TAG, None)
+        for partition in result.partitions:
+            for node in partition.nodes:
+                node.meta[REGION_TAG] = partition.name
+        ctx.partition_result = result
+        ctx.regions = [RegionRecord(p) for p in result.partitions]
+        return PassResult(graph_module, False)
+
+    def ensures(self, graph_module: torch.fx.GraphModule) -> None:
+        for node in graph_module.graph.nodes:
+            tag = node.meta.get(REGION_TAG)
+            if tag is None:
+                continue
+            if node.op != "call_function":
+                raise AssertionError(f"{node.op} node {node.name} was tagged into {tag}")
+            if node.target is operator.getitem and node.args[0].meta.get(REGION_TAG) != tag:
+                raise AssertionError(f"getitem {node.name} is separated from its producer")

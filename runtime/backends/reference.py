@@ -1,0 +1,34 @@
+"""The ``reference`` backend: runs each region's own graph in eager PyTorch.
+
+For debugging (is a wrong result the partitioning or the compiler?) and for
+fast pass-level tests. Its "artifact" is the region's ExportedProgram, saved
+in the archive as ``models/<region>-reference.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fxdelegate.errors import ArchiveError
+
+from ..backend import BackendCompiler, BackendRuntime, RegionArtifact, RegionToCompile, Runner
+
+
+class ReferenceRuntime(BackendRuntime):
+    backend_id = "reference"
+    stores_program = True
+
+    def load(self, artifact: RegionArtifact) -> Runner:
+        from ..executor import ProgramExecutor
+
+        if artifact.program is None:
+            raise ArchiveError(f"region {artifact.key}: its program is missing")
+        # Inputs were checked by the parent executor; regions run unchecked.
+        return ProgramExecutor(artifact.program, check_inputs=False).run_flat
+
+
+class ReferenceCompiler(BackendCompiler):
+    backend_id = "reference"
+
+    def compile(self, region: RegionToCompile, options: dict[str, Any], workdir: str) -> RegionArtifact:
+        return RegionArtifact(region.key(self.backend_id), self.backend_id, program=region.program)
