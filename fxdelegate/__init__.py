@@ -8,6 +8,8 @@ import warnings
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 
+from fxdelegate.runtime.backend import register_backend
+
 from .api import load, lower
 from .errors import (
     ArchiveError,
@@ -19,7 +21,6 @@ from .errors import (
     UnsupportedProgramError,
 )
 from .program import DelegatedProgram
-from fxdelegate.runtime.backend import register_backend
 
 __version__ = "0.1.0"
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -62,13 +64,22 @@ def lower(
             f"got {type(support).__name__}"
         )
     excluded = OpSet(exclude_ops)
-    if isinstance(min_partition_size, bool) or not isinstance(min_partition_size, int) or min_partition_size < 1:
-        raise InvalidArgumentError(f"min_partition_size must be an int >= 1, got {min_partition_size!r}")
+    if (
+        isinstance(min_partition_size, bool)
+        or not isinstance(min_partition_size, int)
+        or min_partition_size < 1
+    ):
+        raise InvalidArgumentError(
+            f"min_partition_size must be an int >= 1, got {min_partition_size!r}"
+        )
     if compile_options is not None and not isinstance(compile_options, dict):
-        raise InvalidArgumentError(f"compile_options must be a dict, got {type(compile_options).__name__}")
+        raise InvalidArgumentError(
+            f"compile_options must be a dict, got {type(compile_options).__name__}"
+        )
 
     start = time.perf_counter()
-    prepared = prepare_program(exported_program)
+    with _quiet_torch_internals():
+        prepared = prepare_program(exported_program)
     workdir = tempfile.mkdtemp(prefix="fxdelegate-")
     context = LoweringContext(
         backend_id=backend,
@@ -84,7 +95,8 @@ def lower(
     )
     graph_module = prepared.graph_module
     try:
-        run_lowering_passes(graph_module, context)
+        with _quiet_torch_internals():
+            run_lowering_passes(graph_module, context)
         graph_module.meta.pop(CONTEXT_KEY, None)
         program = ExportedProgram(
             root=graph_module,
@@ -103,11 +115,25 @@ def lower(
 
     summary = _summarize(context, program)
     log.info(
-        "lowered to %d region(s) on %s in %.1f s", len(context.regions), backend, time.perf_counter() - start
+        "lowered to %d region(s) on %s in %.1f s",
+        len(context.regions),
+        backend,
+        time.perf_counter() - start,
     )
     artifacts = {r.artifact.key: r.artifact for r in context.regions}  # type: ignore[union-attr]
     runners = {r.artifact.key: r.runner for r in context.regions}  # type: ignore[union-attr]
-    return DelegatedProgram(program, artifacts, runners, summary, check_inputs=check_inputs, workdir=workdir)  # type: ignore[arg-type]
+    return DelegatedProgram(
+        program, artifacts, runners, summary, check_inputs=check_inputs, workdir=workdir
+    )  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _quiet_torch_internals() -> Iterator[None]:
+    # torch deep-copies its own treespecs during re-tracing and compiling and
+    # warns about its own deprecated LeafSpec; nothing the user can act on.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*deprecated", category=FutureWarning)
+        yield
 
 
 def _summarize(context: LoweringContext, program: ExportedProgram) -> LoweringSummary:
@@ -143,10 +169,14 @@ def load(path: str | os.PathLike[str], *, check_inputs: bool = True) -> Delegate
         if node.op == "call_function" and node.target is delegate:
             key = delegate_key(node.args[0], contents.program.graph_module)
             if key not in runners:
-                raise ArchiveError(f"{contents.path}: delegate node {node.name} names region {key!r}, which the archive lacks")
+                raise ArchiveError(
+                    f"{contents.path}: delegate node {node.name} names region {key!r}, which the archive lacks"
+                )
     summary_data = contents.metadata.get("summary")
     try:
         summary = LoweringSummary.from_dict(summary_data)  # type: ignore[arg-type]
     except (KeyError, TypeError) as exc:
         raise ArchiveError(f"{contents.path}: the stored report is malformed: {exc}") from exc
-    return DelegatedProgram(contents.program, contents.artifacts, runners, summary, check_inputs=check_inputs)
+    return DelegatedProgram(
+        contents.program, contents.artifacts, runners, summary, check_inputs=check_inputs
+    )

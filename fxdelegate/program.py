@@ -63,7 +63,12 @@ class DelegatedProgram:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write a self-contained .pt2 that `fxdelegate.load` runs without compiling."""
-        write_archive(path, self.exported_program, list(self.artifacts.values()), {"summary": self.summary.to_dict()})
+        write_archive(
+            path,
+            self.exported_program,
+            list(self.artifacts.values()),
+            {"summary": self.summary.to_dict()},
+        )
 
     @property
     def generated_code(self) -> str:

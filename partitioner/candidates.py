@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 import torch
+from torch._ops import HigherOrderOperator, OpOverload
 from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 from torch.fx.passes.operator_support import OperatorSupportBase
 
-from .op_support import OpSet
+from .op_support import COMPILABLE_NAMESPACES, DATA_DEPENDENT_OPS, RANDOM_OPS, OpSet
 from .symbolic import SizeSource, is_derivable, size_expr, symbol_sources
 
 
@@ -26,7 +27,7 @@ class RejectReason(str, Enum):
     UNSUPPORTED = "not supported by the backend"
     ALREADY_DELEGATED = "already delegated"
     NO_TENSOR_OUTPUT = "no tensor output"
-    SYMBOLIC_SCALAR = "symbolic scalar (recomputed inside regions from input shapes)"
+    SYMBOLIC_SCALAR = "scalar or size computation"
     DATA_DEPENDENT = "data-dependent shape"
     NON_TENSOR_INPUT = "consumes a non-tensor value from the executor"
     WHOLE_TUPLE_USE = "multi-output value used without getitem"
@@ -136,11 +137,17 @@ def _judge_compute_node(
         arg_kind = value_kind(arg_val)
         if arg_kind is ValueKind.TENSOR:
             if has_unbacked_symbols(arg_val):
-                return Verdict(False, RejectReason.DATA_DEPENDENT, f"input {arg.name} has a data-dependent shape")
+                return Verdict(
+                    False,
+                    RejectReason.DATA_DEPENDENT,
+                    f"input {arg.name} has a data-dependent shape",
+                )
             continue
         if arg_kind is ValueKind.SYMBOLIC:
             if has_unbacked_symbols(arg_val):
-                return Verdict(False, RejectReason.DATA_DEPENDENT, f"size {arg.name} depends on tensor values")
+                return Verdict(
+                    False, RejectReason.DATA_DEPENDENT, f"size {arg.name} depends on tensor values"
+                )
             expr = size_expr(arg_val)
             if expr is None or not is_derivable(expr, sizes):
                 return Verdict(
@@ -151,11 +158,35 @@ def _judge_compute_node(
             continue
         if arg.op == "get_attr":
             continue
-        return Verdict(False, RejectReason.NON_TENSOR_INPUT, f"input {arg.name} is {arg_kind.value}")
+        return Verdict(
+            False, RejectReason.NON_TENSOR_INPUT, f"input {arg.name} is {arg_kind.value}"
+        )
     try:
         supported = support.is_node_supported(submodules, node)
     except Exception as exc:  # a user predicate that fails must not abort lowering
-        return Verdict(False, RejectReason.UNSUPPORTED, f"support predicate raised {type(exc).__name__}: {exc}")
+        return Verdict(
+            False, RejectReason.UNSUPPORTED, f"support predicate raised {type(exc).__name__}: {exc}"
+        )
     if not supported:
-        return Verdict(False, RejectReason.UNSUPPORTED, f"backend '{backend_id}'")
+        return Verdict(
+            False,
+            RejectReason.UNSUPPORTED,
+            f"backend '{backend_id}': {why_unsupported(node.target)}",
+        )
     return Verdict(True)
+
+
+def why_unsupported(target: object) -> str:
+    """The likely reason a default-support predicate refused `target`, for the report."""
+    if isinstance(target, HigherOrderOperator):
+        return "higher-order op"
+    if isinstance(target, OpOverload):
+        key = target._schema.name
+        if key in RANDOM_OPS:
+            return "random op, kept in eager to follow its RNG stream"
+        if key in DATA_DEPENDENT_OPS:
+            return "output shape depends on tensor values"
+        if target.namespace not in COMPILABLE_NAMESPACES:
+            return f"op namespace '{target.namespace}' has no compiled kernels"
+        return "op refused by the support predicate"
+    return "not an ATen operator"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable
-from typing import Union
 
 import torch
 from torch._ops import HigherOrderOperator, OpOverload, OpOverloadPacket
@@ -16,7 +15,7 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 
 from fxdelegate.errors import InvalidArgumentError
 
-OpSelector = Union[str, OpOverload, OpOverloadPacket]
+OpSelector = str | OpOverload | OpOverloadPacket
 
 # Ops whose output shape depends on tensor values. Compiled regions are
 # specialised on symbolic shapes, so these run in the executor.

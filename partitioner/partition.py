@@ -85,8 +85,14 @@ def partition_graph(
             "support must be a torch.fx.passes.operator_support.OperatorSupportBase, "
             f"got {type(support).__name__}"
         )
-    if isinstance(min_partition_size, bool) or not isinstance(min_partition_size, int) or min_partition_size < 1:
-        raise InvalidArgumentError(f"min_partition_size must be an int >= 1, got {min_partition_size!r}")
+    if (
+        isinstance(min_partition_size, bool)
+        or not isinstance(min_partition_size, int)
+        or min_partition_size < 1
+    ):
+        raise InvalidArgumentError(
+            f"min_partition_size must be an int >= 1, got {min_partition_size!r}"
+        )
     excluded = exclude_ops if isinstance(exclude_ops, OpSet) else OpSet(exclude_ops)
 
     graph = graph_module.graph

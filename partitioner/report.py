@@ -74,7 +74,16 @@ class LoweringSummary:
         rows = [["region", "nodes", "inputs", "outputs", "weights", "ops"]]
         for r in self.regions:
             ops = ", ".join(f"{_short_op(op)} x{n}" for op, n in r.ops.items())
-            rows.append([r.name, str(r.size), str(r.num_inputs), str(r.num_outputs), _bytes(r.owned_bytes), ops])
+            rows.append(
+                [
+                    r.name,
+                    str(r.size),
+                    str(r.num_inputs),
+                    str(r.num_outputs),
+                    _bytes(r.owned_bytes),
+                    ops,
+                ]
+            )
         lines += _table(rows) if self.regions else ["  (none)"]
         lines += ["", f"Executor ops ({self.executor_compute_nodes})"]
         rows = [["node", "op", "reason"]]
@@ -82,7 +91,9 @@ class LoweringSummary:
             if op.op != "getitem":
                 rows.append([op.node, _short_op(op.op), op.reason])
         lines += _table(rows) if len(rows) > 1 else ["  (none)"]
-        reasons = Counter(op.reason.split(" (")[0] for op in self.executor_ops if op.op != "getitem")
+        reasons = Counter(
+            op.reason.split(" (")[0] for op in self.executor_ops if op.op != "getitem"
+        )
         if reasons:
             lines += ["", "Executor ops by reason"]
             lines += _table([["reason", "count"]] + [[k, str(v)] for k, v in reasons.most_common()])
@@ -106,7 +117,11 @@ def executor_ops_of(graph: torch.fx.Graph, reasons: dict[str, str]) -> list[Exec
         if node.target is operator.getitem and isinstance(node.args[0], torch.fx.Node):
             if node.args[0].target is delegate:
                 continue
-        rows.append(ExecutorOp(node.name, describe_target(node.target), reasons.get(node.name, "not a candidate")))
+        rows.append(
+            ExecutorOp(
+                node.name, describe_target(node.target), reasons.get(node.name, "not a candidate")
+            )
+        )
     return rows
 
 

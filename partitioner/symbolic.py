@@ -72,7 +72,9 @@ def is_derivable(expr: sympy.Expr, sources: dict[sympy.Symbol, SizeSource]) -> b
         return expr in sources
     if isinstance(expr, (sympy.Add, sympy.Mul)):
         return all(a.is_Integer or is_derivable(a, sources) for a in expr.args)
-    if isinstance(expr, (CeilDiv, Max, Min)) or any(isinstance(expr, cls) for cls, _ in BINARY_SIZE_FUNCTIONS):
+    if isinstance(expr, (CeilDiv, Max, Min)) or any(
+        isinstance(expr, cls) for cls, _ in BINARY_SIZE_FUNCTIONS
+    ):
         return all(is_derivable(a, sources) for a in expr.args)
     return False
 

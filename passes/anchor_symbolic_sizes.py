@@ -15,14 +15,16 @@ import torch
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from fxdelegate.partitioner.candidates import has_unbacked_symbols
-
 from fxdelegate.partitioner.symbolic import is_derivable, is_pure_size_op, size_expr, symbol_sources
 
 from .symbolic_sizes import SizeExprBuilder
 
 
 def _is_anchored(node: torch.fx.Node) -> bool:
-    return all(a.op == "placeholder" or (is_pure_size_op(a) and _is_anchored(a)) for a in node.all_input_nodes)
+    return all(
+        a.op == "placeholder" or (is_pure_size_op(a) and _is_anchored(a))
+        for a in node.all_input_nodes
+    )
 
 
 class AnchorSymbolicSizesPass(PassBase):

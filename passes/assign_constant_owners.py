@@ -54,7 +54,7 @@ class AssignConstantOwnersPass(PassBase):
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:
         ctx = get_context(graph_module)
         names = {r.name for r in ctx.regions} | {EXECUTOR}
-        for target, owner in ctx.owners.items():
+        for target, owner in (ctx.owners or {}).items():
             if owner not in names:
                 raise AssertionError(f"{target} is owned by unknown region {owner}")
 

@@ -61,7 +61,9 @@ class LoweringContext:
     constants: dict[str, Any]
     range_constraints: dict[Any, Any]
     partition_result: PartitionResult | None = None
-    owners: dict[str, str] = field(default_factory=dict)  # state FQN -> region name or EXECUTOR
+    owners: dict[str, str] | None = (
+        None  # state FQN -> region name or EXECUTOR; None until assigned
+    )
     regions: list[RegionRecord] = field(default_factory=list)
 
     def region(self, name: str) -> RegionRecord:

@@ -38,6 +38,8 @@ class DelegateRegionsPass(PassBase):
             return PassResult(graph_module, False)
         graph = graph_module.graph
         delegate = torch.ops.higher_order.executorch_call_delegate
+        # Outputs of regions already replaced, read by later regions.
+        replaced: dict[torch.fx.Node, torch.fx.Node] = {}
         for record in ctx.regions:
             lowered = LoweredBackendModule(
                 record.program,  # type: ignore[arg-type]
@@ -51,6 +53,7 @@ class DelegateRegionsPass(PassBase):
             members = set(record.partition.nodes)
             with graph.inserting_before(record.partition.nodes[0]):
                 module_node = graph.get_attr(attr)
+                record.inputs = [replaced.get(n, n) for n in record.inputs]
                 call = graph.call_function(delegate, (module_node, *record.inputs))
                 call.meta["val"] = tuple(n.meta["val"] for n in record.outputs)
                 for i, out in enumerate(record.outputs):
@@ -59,18 +62,25 @@ class DelegateRegionsPass(PassBase):
                     for key in ("stack_trace", "nn_module_stack"):
                         if key in out.meta:
                             item.meta[key] = out.meta[key]
-                    out.replace_all_uses_with(item, delete_user_cb=lambda user: user not in members)
+                    out.replace_all_uses_with(
+                        item, delete_user_cb=lambda user, members=members: user not in members
+                    )
+                    replaced[out] = item
             record.delegate_node = call
             for node in reversed(record.partition.nodes):
                 graph.erase_node(node)
 
         # State that moved into a region leaves the parent.
-        moved = {t for t, owner in ctx.owners.items() if owner != EXECUTOR}
+        moved = {t for t, owner in (ctx.owners or {}).items() if owner != EXECUTOR}
         kept_inputs = []
-        for node, spec in zip([n for n in graph.nodes if n.op == "placeholder"], ctx.signature.input_specs):
+        for node, spec in zip(
+            [n for n in graph.nodes if n.op == "placeholder"], ctx.signature.input_specs
+        ):
             if spec.target in moved:
                 if node.users:
-                    raise AssertionError(f"{spec.target} moved into a region but {node.name} is still used")
+                    raise AssertionError(
+                        f"{spec.target} moved into a region but {node.name} is still used"
+                    )
                 graph.erase_node(node)
                 ctx.state_dict.pop(spec.target, None)
                 ctx.constants.pop(spec.target, None)

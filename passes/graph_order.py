@@ -9,6 +9,7 @@ allow, and keeps node identities (unlike rebuilding the graph).
 from __future__ import annotations
 
 import heapq
+import itertools
 
 import torch
 
@@ -35,7 +36,7 @@ def stable_topological_sort(graph: torch.fx.Graph) -> bool:
         raise RuntimeError(f"graph has a cycle through {stuck}")
     if order == nodes:
         return False
-    for prev, node in zip(order, order[1:]):
+    for prev, node in itertools.pairwise(order):
         if node.prev is not prev:
             prev.append(node)
     return True

@@ -30,7 +30,14 @@ class LowerRegionsPass(PassBase):
         total = len(ctx.regions)
         for i, record in enumerate(ctx.regions, 1):
             start = time.perf_counter()
-            log.info("compiling %s with %s (%d/%d, %d nodes)", record.name, ctx.backend_id, i, total, record.partition.size)
+            log.info(
+                "compiling %s with %s (%d/%d, %d nodes)",
+                record.name,
+                ctx.backend_id,
+                i,
+                total,
+                record.partition.size,
+            )
             region = RegionToCompile(record.name, record.program, record.example_inputs)  # type: ignore[arg-type]
             record.artifact = compiler.compile(region, dict(ctx.compile_options), ctx.workdir)
             record.runner = runtime.load(record.artifact)

@@ -42,8 +42,10 @@ from .symbolic_sizes import SizeExprBuilder
 class OutlineRegionsPass(PassBase):
     def requires(self, graph_module: torch.fx.GraphModule) -> None:
         ctx = get_context(graph_module)
-        if ctx.partition_result is None or (ctx.regions and not ctx.owners):
-            raise AssertionError("OutlineRegionsPass needs TagRegionsPass and AssignConstantOwnersPass first")
+        if ctx.partition_result is None or ctx.owners is None:
+            raise AssertionError(
+                "OutlineRegionsPass needs TagRegionsPass and AssignConstantOwnersPass first"
+            )
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:
         ctx = get_context(graph_module)
@@ -60,7 +62,9 @@ class OutlineRegionsPass(PassBase):
                 raise AssertionError(f"{record.name} was not outlined")
             n_user = len(record.program.graph_signature.user_inputs)
             if n_user != len(record.inputs) or n_user != len(record.example_inputs):
-                raise AssertionError(f"{record.name}: {n_user} user inputs vs {len(record.inputs)} parent values")
+                raise AssertionError(
+                    f"{record.name}: {n_user} user inputs vs {len(record.inputs)} parent values"
+                )
             if len(record.program.graph_signature.user_outputs) != len(record.outputs):
                 raise AssertionError(f"{record.name}: output count differs from the parent's uses")
 
@@ -86,7 +90,8 @@ def outline_region(
     owned, runtime, sizes = [], [], []
     for value in external:
         spec = specs_by_name.get(value.name) if value.op == "placeholder" else None
-        if spec is not None and spec.target is not None and ctx.owners.get(spec.target) == record.name:
+        owners = ctx.owners or {}
+        if spec is not None and spec.target is not None and owners.get(spec.target) == record.name:
             owned.append(value)
         elif value_kind(value.meta.get("val")) is ValueKind.SYMBOLIC:
             sizes.append(value)
@@ -101,7 +106,9 @@ def outline_region(
     for symbol in sorted(needed - set(local_sizes), key=str):
         source = parent_sizes.get(symbol)
         if source is None:
-            raise AssertionError(f"{record.name}: size {symbol} is not readable from any graph input")
+            raise AssertionError(
+                f"{record.name}: size {symbol} is not readable from any graph input"
+            )
         if source[0] not in runtime:
             runtime.append(source[0])
         local_sizes = symbol_sources(runtime)
@@ -115,7 +122,12 @@ def outline_region(
         spec = specs_by_name[value.name]
         env[value] = _placeholder(graph, value)
         input_specs.append(
-            InputSpec(spec.kind, TensorArgument(value.name), spec.target, getattr(spec, "persistent", None))
+            InputSpec(
+                spec.kind,
+                TensorArgument(value.name),
+                spec.target,
+                getattr(spec, "persistent", None),
+            )
         )
         if spec.kind == InputKind.PARAMETER or (spec.kind == InputKind.BUFFER and spec.persistent):
             state_dict[spec.target] = ctx.state_dict[spec.target]  # type: ignore[index]
@@ -140,7 +152,9 @@ def outline_region(
     example_inputs = tuple(example_value(v.meta["val"]) for v in runtime)
     in_spec = pytree.tree_flatten((example_inputs, {}))[1]
     out_spec = pytree.tree_flatten(tuple(range(len(outputs))))[1]
-    symbols = set().union(*(_free_symbols(v.meta.get("val")) for v in runtime)) if runtime else set()
+    symbols = (
+        set().union(*(_free_symbols(v.meta.get("val")) for v in runtime)) if runtime else set()
+    )
     root = torch.fx.GraphModule(torch.nn.Module(), graph)
     record.program = ExportedProgram(
         root=root,

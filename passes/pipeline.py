@@ -37,7 +37,9 @@ def run_lowering_passes(
 ) -> torch.fx.GraphModule:
     """Run `passes` (default: the whole pipeline) over `graph_module` in place."""
     attach_context(graph_module, context)
-    manager = PassManager(passes=passes if passes is not None else lowering_passes(), run_checks_after_each_pass=True)
+    manager = PassManager(
+        passes=passes if passes is not None else lowering_passes(), run_checks_after_each_pass=True
+    )
     manager.add_checks(_lint)
     try:
         result = manager(graph_module)

@@ -54,6 +54,13 @@ def _copy_program(ep: ExportedProgram) -> ExportedProgram:
     env: dict[torch.fx.Node, torch.fx.Node] = {}
     result = graph.graph_copy(ep.graph, env)
     graph.output(result)
+    # The copy renames nodes whose names shadow Python builtins (input -> input_1);
+    # the signature refers to the original names, so keep them (as torch.export does).
+    for old, new in env.items():
+        if new.name != old.name:
+            new.name = old.name
+            if new.op == "placeholder":
+                new.target = old.name
     gm = torch.fx.GraphModule(ep.graph_module, graph)
     return ExportedProgram(
         root=gm,

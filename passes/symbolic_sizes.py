@@ -41,7 +41,9 @@ class SizeExprBuilder:
         if isinstance(expr, CeilDiv):
             a, b = (self.build(x) for x in expr.args)
             # ceil(a / b) == -((-a) // b)
-            return self._call(operator.neg, self._call(operator.floordiv, self._call(operator.neg, a), b))
+            return self._call(
+                operator.neg, self._call(operator.floordiv, self._call(operator.neg, a), b)
+            )
         if isinstance(expr, Max):
             return self._fold(torch.sym_max, expr.args)
         if isinstance(expr, Min):

@@ -24,7 +24,9 @@ class VerifyDelegatedGraphPass(PassBase):
         placeholders = [n.name for n in graph.nodes if n.op == "placeholder"]
         spec_names = [s.arg.name for s in ctx.signature.input_specs]
         if placeholders != spec_names:
-            problems.append(f"placeholders {placeholders} differ from signature inputs {spec_names}")
+            problems.append(
+                f"placeholders {placeholders} differ from signature inputs {spec_names}"
+            )
         returned = graph.output_node().args[0]
         returned_names = [getattr(v, "name", None) for v in returned]
         for spec, name in zip(ctx.signature.output_specs, returned_names):
@@ -45,7 +47,9 @@ class VerifyDelegatedGraphPass(PassBase):
                 if key in ctx.state_dict or key in ctx.constants:
                     problems.append(f"{key!r} is owned by both {record.name} and the executor")
                 if key in region_state:
-                    problems.append(f"{key!r} is owned by both {region_state[key]} and {record.name}")
+                    problems.append(
+                        f"{key!r} is owned by both {region_state[key]} and {record.name}"
+                    )
                 region_state[key] = record.name
 
         delegate = torch.ops.higher_order.executorch_call_delegate

@@ -78,7 +78,7 @@ def write_archive(
         _package_exported_programs(writer, programs)
         for name, data in region_members:
             writer.write_bytes(name, data)
-        writer.write_string(METADATA_MEMBER, json.dumps(meta, indent=1, sort_keys=True))
+        writer.write_string(METADATA_MEMBER, json.dumps(meta, indent=1))
     os.replace(tmp, path)
 
 
@@ -88,24 +88,60 @@ def _region_members(artifact: RegionArtifact, archive_dir: str) -> list[tuple[st
         raise ArchiveError(f"region {artifact.key} has no package to copy files from")
     prefix = f"data/{archive_dir}/{artifact.key}/"
     with PT2ArchiveReader(artifact.package_path) as reader:
-        members = [(n, reader.read_bytes(n)) for n in reader.get_file_names() if n.startswith(prefix)]
+        members = [
+            (n, reader.read_bytes(n)) for n in reader.get_file_names() if n.startswith(prefix)
+        ]
     if not members:
-        raise ArchiveError(f"region {artifact.key}: no files under {prefix} in {artifact.package_path}")
+        raise ArchiveError(
+            f"region {artifact.key}: no files under {prefix} in {artifact.package_path}"
+        )
     return members
 
 
-def read_archive(path: str | os.PathLike[str]) -> ArchiveContents:
-    """Read the program, region artifacts and metadata of an fxdelegate archive."""
+def _open_checked(path: str | os.PathLike[str]) -> str:
     path = os.path.abspath(os.fspath(path))
     if not os.path.exists(path):
         raise ArchiveError(f"archive {path} does not exist")
     if not os.path.isfile(path) or not zipfile.is_zipfile(path):
         raise ArchiveError(f"{path} is not a .pt2 archive (not a zip file)")
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Only the JSON metadata (report, regions): no program is deserialized, no code loaded."""
+    path = _open_checked(path)
+    try:
+        with PT2ArchiveReader(path) as reader:
+            if METADATA_MEMBER not in reader.get_file_names():
+                raise ArchiveError(
+                    f"{path} was not written by fxdelegate ({METADATA_MEMBER} is missing)"
+                )
+            metadata = json.loads(reader.read_string(METADATA_MEMBER))
+    except ArchiveError:
+        raise
+    except Exception as exc:
+        raise ArchiveError(f"cannot read archive {path}: {type(exc).__name__}: {exc}") from exc
+    _check_metadata(metadata, path)
+    return metadata
+
+
+def archive_members(path: str | os.PathLike[str]) -> list[tuple[str, int]]:
+    """(member name without the archive's root folder, uncompressed size) for every file."""
+    path = _open_checked(path)
+    with zipfile.ZipFile(path) as archive:
+        return [(info.filename.split("/", 1)[-1], info.file_size) for info in archive.infolist()]
+
+
+def read_archive(path: str | os.PathLike[str]) -> ArchiveContents:
+    """Read the program, region artifacts and metadata of an fxdelegate archive."""
+    path = _open_checked(path)
     try:
         with PT2ArchiveReader(path) as reader:
             names = reader.get_file_names()
             if METADATA_MEMBER not in names:
-                raise ArchiveError(f"{path} was not written by fxdelegate ({METADATA_MEMBER} is missing)")
+                raise ArchiveError(
+                    f"{path} was not written by fxdelegate ({METADATA_MEMBER} is missing)"
+                )
             metadata = json.loads(reader.read_string(METADATA_MEMBER))
             _check_metadata(metadata, path)
             programs = _load_exported_programs(reader, names, None)
@@ -120,7 +156,11 @@ def read_archive(path: str | os.PathLike[str]) -> ArchiveContents:
     for region in metadata["regions"]:
         key = region["key"]
         artifacts[key] = RegionArtifact(
-            key, region["backend_id"], package_path=path, program=programs.get(key), meta=region.get("meta", {})
+            key,
+            region["backend_id"],
+            package_path=path,
+            program=programs.get(key),
+            meta=region.get("meta", {}),
         )
     return ArchiveContents(path, programs[model], artifacts, metadata)
 
@@ -135,7 +175,9 @@ def _check_metadata(metadata: Any, path: str) -> None:
         )
     regions = metadata.get("regions")
     if not isinstance(regions, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("key"), str) and isinstance(r.get("backend_id"), str)
+        isinstance(r, dict)
+        and isinstance(r.get("key"), str)
+        and isinstance(r.get("backend_id"), str)
         for r in regions
     ):
         raise ArchiveError(f"{path}: metadata lists regions in an unexpected form")

@@ -121,7 +121,9 @@ def _resolve(obj: Any, what: str, backend_id: str) -> Any:
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise BackendError(f"cannot import the {what} of backend '{backend_id}' from {obj}: {exc}") from exc
+        raise BackendError(
+            f"cannot import the {what} of backend '{backend_id}' from {obj}: {exc}"
+        ) from exc
     return cls()
 
 
@@ -142,7 +144,10 @@ def register_backend(
         raise InvalidArgumentError(
             f"backend id must be a non-empty string without '-' or '/', got {backend_id!r}"
         )
-    for what, obj, base in (("runtime", runtime, BackendRuntime), ("compiler", compiler, BackendCompiler)):
+    for what, obj, base in (
+        ("runtime", runtime, BackendRuntime),
+        ("compiler", compiler, BackendCompiler),
+    ):
         if obj is None or isinstance(obj, str):
             continue
         if not isinstance(obj, base):

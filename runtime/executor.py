@@ -92,7 +92,13 @@ class ProgramExecutor:
                 f"input treespec has {self.in_spec.num_leaves} leaves but the program has {n_user} user inputs"
             )
         self.input_names = input_paths(self.in_spec)
-        self.checker = InputChecker.from_placeholders(self.input_names, user_vals, program.range_constraints)
+        structure = pytree.tree_unflatten([None] * n_user, self.in_spec)
+        self._kwarg_names: list[str] = (
+            list(structure[1]) if isinstance(structure, tuple) and len(structure) == 2 else []
+        )
+        self.checker = InputChecker.from_placeholders(
+            self.input_names, user_vals, program.range_constraints
+        )
 
         # Outputs: write-backs first (buffers, user inputs), then the user's outputs.
         self._write_back: list[tuple[int, str, Any]] = []
@@ -105,7 +111,9 @@ class ProgramExecutor:
             elif spec.kind == OutputKind.USER_INPUT_MUTATION:
                 self._write_back.append((pos, "user", self._user_index_of_input[spec.target]))
             else:
-                raise UnsupportedProgramError(f"output kind {spec.kind.name} is not supported by the executor")
+                raise UnsupportedProgramError(
+                    f"output kind {spec.kind.name} is not supported by the executor"
+                )
 
         self.plan: GraphPlan = build_plan(program.graph, runners or {}, owner=program.graph_module)
 
@@ -119,7 +127,9 @@ class ProgramExecutor:
             return self.program.constants[target]
         if spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
             return self.program.constants[target]
-        raise UnsupportedProgramError(f"input kind {spec.kind.name} ({spec.arg}) is not supported by the executor")
+        raise UnsupportedProgramError(
+            f"input kind {spec.kind.name} ({spec.arg}) is not supported by the executor"
+        )
 
     def _buffer(self, target: str) -> torch.Tensor:
         if target in self.program.state_dict:
@@ -128,12 +138,11 @@ class ProgramExecutor:
 
     def flatten_inputs(self, args: tuple, kwargs: dict) -> list[Any]:
         if kwargs:
-            expected = self.in_spec.children_specs[1].context if self.in_spec.num_children == 2 else []
-            unknown = set(kwargs) - set(expected or [])
+            expected = self._kwarg_names
+            unknown = set(kwargs) - set(expected)
             if unknown:
                 raise InputMismatchError(
-                    f"unexpected keyword argument(s) {sorted(unknown)}; the program takes "
-                    f"{sorted(expected or [])}"
+                    f"unexpected keyword argument(s) {sorted(unknown)}; the program takes {expected}"
                 )
             kwargs = {k: kwargs[k] for k in expected if k in kwargs}
         flat, spec = pytree.tree_flatten((args, kwargs))

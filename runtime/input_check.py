@@ -123,7 +123,9 @@ class InputChecker:
                 f"{spec.describe_shape()}, got {_short(value)}"
             )
         if value.dtype != spec.dtype:
-            raise InputMismatchError(f"input {spec.name}: expected dtype {spec.dtype}, got {value.dtype}")
+            raise InputMismatchError(
+                f"input {spec.name}: expected dtype {spec.dtype}, got {value.dtype}"
+            )
         if value.device.type != spec.device.type or (
             spec.device.index is not None and value.device.index != spec.device.index
         ):
@@ -183,7 +185,9 @@ def _solve_linear(expr, sym, got, bindings, ranges, spec, dim) -> None:
     except (sympy.PolynomialError, TypeError, ValueError):
         return  # not linear in sym: the final check compares after binding what it can
     if a == 0 or (got - b) % a:
-        raise InputMismatchError(f"input {spec.name}: dimension {dim} must be of the form {expr}, got {got}")
+        raise InputMismatchError(
+            f"input {spec.name}: dimension {dim} must be of the form {expr}, got {got}"
+        )
     value = (got - b) // a
     rng = ranges.get(sym)
     if rng is not None and not rng.contains(value):

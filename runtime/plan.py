@@ -37,7 +37,9 @@ class GraphPlan:
 
 
 class _Codegen:
-    def __init__(self, graph: torch.fx.Graph, owner: torch.nn.Module | None, runners: Mapping[str, Callable]):
+    def __init__(
+        self, graph: torch.fx.Graph, owner: torch.nn.Module | None, runners: Mapping[str, Callable]
+    ):
         self.graph = graph
         self.owner = owner
         self.runners = runners
@@ -68,7 +70,11 @@ class _Codegen:
             if isinstance(value, list):
                 return f"[{inner}]"
         if isinstance(value, dict):
-            return "{" + ", ".join(f"{self.literal(k)}: {self.literal(v)}" for k, v in value.items()) + "}"
+            return (
+                "{"
+                + ", ".join(f"{self.literal(k)}: {self.literal(v)}" for k, v in value.items())
+                + "}"
+            )
         return self.bind(value, "_k")
 
     def call_args(self, args: tuple, kwargs: dict) -> str:
@@ -125,7 +131,9 @@ class _Codegen:
                 lines.append(f"    {var} = {self.bind(attr, '_a')}")
                 continue
             if node.op != "call_function":
-                raise ValueError(f"cannot execute node {node.name}: op {node.op!r} is not supported")
+                raise ValueError(
+                    f"cannot execute node {node.name}: op {node.op!r} is not supported"
+                )
             if node.target is operator.getitem and not node.kwargs:
                 src, index = node.args
                 lines.append(f"    {var} = {self.literal(src)}[{self.literal(index)}]")
@@ -136,7 +144,9 @@ class _Codegen:
                 runner = self.bind(self.runners[key], "_d")
                 lines.append(f"    {var} = {runner}({self.literal(list(node.args[1:]))})")
             else:
-                lines.append(f"    {var} = {self.callee(node.target)}({self.call_args(node.args, node.kwargs)})")
+                lines.append(
+                    f"    {var} = {self.callee(node.target)}({self.call_args(node.args, node.kwargs)})"
+                )
             if not node.users:
                 lines.append(f"    del {var}")
             released = [v for v in release_after.get(node, ()) if v.op != "placeholder"]

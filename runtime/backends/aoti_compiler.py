@@ -16,7 +16,9 @@ from ..backend import BackendCompiler, RegionArtifact, RegionToCompile
 class AOTICompiler(BackendCompiler):
     backend_id = "aoti"
 
-    def compile(self, region: RegionToCompile, options: dict[str, Any], workdir: str) -> RegionArtifact:
+    def compile(
+        self, region: RegionToCompile, options: dict[str, Any], workdir: str
+    ) -> RegionArtifact:
         from torch._inductor import aot_compile
 
         key = region.key(self.backend_id)
@@ -29,11 +31,15 @@ class AOTICompiler(BackendCompiler):
                 f"AOTInductor failed to compile region {region.name}: {type(exc).__name__}: {exc}"
             ) from exc
         if not isinstance(files, list):
-            raise BackendCompileError(f"AOTInductor returned {type(files).__name__} for region {region.name}, expected a file list")
+            raise BackendCompileError(
+                f"AOTInductor returned {type(files).__name__} for region {region.name}, expected a file list"
+            )
         package_path = os.path.join(workdir, f"{key}.pt2")
         package_pt2(package_path, aoti_files={key: files})
         device = _device_of(region.example_inputs)
-        return RegionArtifact(key, self.backend_id, package_path=package_path, meta={"device": device})
+        return RegionArtifact(
+            key, self.backend_id, package_path=package_path, meta={"device": device}
+        )
 
 
 def _device_of(values: tuple[Any, ...]) -> str:

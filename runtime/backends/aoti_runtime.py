@@ -30,6 +30,8 @@ class AOTIRuntime(BackendRuntime):
         try:
             loader = torch._C._aoti.AOTIModelPackageLoader(path, artifact.key, False, 1, -1)
         except Exception as exc:  # the C++ loader reports missing/damaged members as RuntimeError
-            raise BackendError(f"region {artifact.key}: AOTInductor could not load it from {path}: {exc}") from exc
+            raise BackendError(
+                f"region {artifact.key}: AOTInductor could not load it from {path}: {exc}"
+            ) from exc
         # The loader's bound `run` takes and returns flat tensor lists: no pytree, no Python wrapper.
         return loader.run

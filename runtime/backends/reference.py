@@ -30,5 +30,7 @@ class ReferenceRuntime(BackendRuntime):
 class ReferenceCompiler(BackendCompiler):
     backend_id = "reference"
 
-    def compile(self, region: RegionToCompile, options: dict[str, Any], workdir: str) -> RegionArtifact:
+    def compile(
+        self, region: RegionToCompile, options: dict[str, Any], workdir: str
+    ) -> RegionArtifact:
         return RegionArtifact(region.key(self.backend_id), self.backend_id, program=region.program)

@@ -1,0 +1,64 @@
+"""Shared fixtures. AOTInductor compiles are slow on CPU (seconds each), so:
+
+* the inductor cache is one persistent folder for every session (gitignored:
+  ``.cache/inductor`` in the checkout, or ``$FXDELEGATE_TEST_CACHE``);
+* programs compiled through real AOTInductor are session fixtures reused by
+  every test that needs them;
+* pass-level tests use the ``reference`` backend.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CACHE = pathlib.Path(os.environ.get("FXDELEGATE_TEST_CACHE", ROOT / ".cache"))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(CACHE / "inductor"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import fxdelegate  # noqa: E402
+from fxdelegate.demo import DemoModel, export_demo  # noqa: E402
+from models import NestedIO, export_nested  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> DemoModel:
+    torch.manual_seed(1)
+    return DemoModel().eval()
+
+
+@pytest.fixture(scope="session")
+def demo_aoti(demo_model):
+    """The demo model lowered through AOTInductor with GELU pinned to the executor."""
+    ep = export_demo(demo_model)
+    return fxdelegate.lower(ep, backend="aoti", exclude_ops=("aten.gelu",), min_partition_size=1)
+
+
+@pytest.fixture(scope="session")
+def demo_archive(demo_aoti, tmp_path_factory) -> pathlib.Path:
+    path = tmp_path_factory.mktemp("archive") / "demo.pt2"
+    demo_aoti.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def nested_model() -> NestedIO:
+    torch.manual_seed(2)
+    return NestedIO().eval()
+
+
+@pytest.fixture(scope="session")
+def nested_aoti(nested_model):
+    return fxdelegate.lower(
+        export_nested(nested_model), backend="aoti", exclude_ops=("aten.gelu.default",)
+    )

@@ -1,0 +1,77 @@
+"""Independent checks and generators for partition tests."""
+
+from __future__ import annotations
+
+import random
+
+import networkx as nx
+import torch
+from torch.fx.passes.operator_support import OperatorSupportBase
+
+VAL = torch.empty(1)
+
+
+def to_networkx(graph: torch.fx.Graph) -> nx.DiGraph:
+    g = nx.DiGraph()
+    for node in graph.nodes:
+        g.add_node(node)
+        for arg in node.all_input_nodes:
+            g.add_edge(arg, node)
+    return g
+
+
+def is_convex(g: nx.DiGraph, members: set) -> bool:
+    """No node outside `members` lies on a path between two members."""
+    below: set = set()
+    above: set = set()
+    for m in members:
+        below |= nx.descendants(g, m)
+        above |= nx.ancestors(g, m)
+    return not ((below & above) - members)
+
+
+class RejectNames(OperatorSupportBase):
+    """Supports every call_function except the named nodes."""
+
+    def __init__(self, names):
+        self.names = set(names)
+
+    def is_node_supported(self, submodules, node):
+        return node.op == "call_function" and node.name not in self.names
+
+
+def random_dag(
+    num_nodes: int, seed: int, max_inputs: int = 3, skip: float = 0.3, width: int = 8
+) -> torch.fx.GraphModule:
+    """Layered random DAG of aten ops with long skip edges; every value is a tensor."""
+    rng = random.Random(seed)
+    graph = torch.fx.Graph()
+    values = []
+    for i in range(2):
+        p = graph.placeholder(f"in{i}")
+        p.meta["val"] = VAL
+        values.append(p)
+    ops = [torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor, torch.ops.aten.sub.Tensor]
+    for i in range(num_nodes):
+        k = rng.randint(1, max_inputs)
+        args = []
+        for _ in range(k):
+            if rng.random() < skip:
+                args.append(rng.choice(values))  # anywhere earlier: long skip edges
+            else:
+                args.append(rng.choice(values[-width:]))
+        if k == 1:
+            node = graph.call_function(torch.ops.aten.neg.default, (args[0],), name=f"n{i}")
+        else:
+            node = args[0]
+            for j, a in enumerate(args[1:]):
+                target = ops[(i + j) % len(ops)]
+                node = graph.call_function(target, (node, a))
+                node.meta["val"] = VAL
+                values.append(node)
+            continue
+        node.meta["val"] = VAL
+        values.append(node)
+    sinks = [v for v in values if not v.users and v.op != "placeholder"]
+    graph.output(tuple(sinks) or (values[-1],))
+    return torch.fx.GraphModule(torch.nn.Module(), graph)

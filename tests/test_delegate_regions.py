@@ -1,0 +1,43 @@
+import operator
+
+import torch
+
+from fxdelegate.passes import DelegateRegionsPass, VerifyDelegatedGraphPass
+from fxdelegate.runtime import LoweredBackendModule
+from models import SharedWeight
+from pipeline_helpers import lowering_state
+
+DELEGATE = torch.ops.higher_order.executorch_call_delegate
+
+
+def test_one_delegate_call_per_region_with_getitems_and_state_moved():
+    _, gm, ctx = lowering_state(
+        SharedWeight(),
+        (torch.randn(3, 6),),
+        exclude=("aten.gelu", "aten.sum"),
+        upto=DelegateRegionsPass,
+    )
+    calls = [n for n in gm.graph.nodes if n.target is DELEGATE]
+    assert len(calls) == len(ctx.regions) == 3  # matmul | gelu | matmul, matmul | gelu | add
+    for call, record in zip(calls, ctx.regions):
+        module = getattr(gm, call.args[0].target)
+        assert isinstance(module, LoweredBackendModule)
+        assert module.key == f"{record.name}-reference" and module.original_module is record.program
+        assert list(call.args[1:]) == record.inputs
+        assert all(u.target is operator.getitem for u in call.users)
+        assert len(call.users) == len(record.outputs)
+    # the region-owned weight left the parent; the shared one stayed
+    placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    assert placeholders == [s.arg.name for s in ctx.signature.input_specs]
+    assert "own" not in ctx.state_dict and "w" in ctx.state_dict
+    assert "p_own" not in placeholders and "p_w" in placeholders
+    # everything else still runs in the executor
+    ops = {n.target for n in gm.graph.nodes if n.op == "call_function"}
+    assert torch.ops.aten.gelu.default in ops and torch.ops.aten.sum.default in ops
+    assert not any(n.meta.get("fxdelegate_region") for n in gm.graph.nodes)
+
+
+def test_verify_passes_on_the_result():
+    lowering_state(
+        SharedWeight(), (torch.randn(3, 6),), exclude=("aten.gelu",), upto=VerifyDelegatedGraphPass
+    )

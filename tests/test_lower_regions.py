@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+import fxdelegate
+from fxdelegate.errors import BackendCompileError, BackendError
+from fxdelegate.passes import LowerRegionsPass
+from fxdelegate.runtime import BackendCompiler, BackendRuntime, RegionArtifact, register_backend
+from fxdelegate.runtime.backends.reference import ReferenceRuntime
+from models import SkipEdges
+from pipeline_helpers import lowering_state
+
+
+class CountingCompiler(BackendCompiler):
+    backend_id = "counting"
+
+    def __init__(self):
+        self.compiled = []
+
+    def compile(self, region, options, workdir):
+        self.compiled.append((region.name, dict(options)))
+        return RegionArtifact(region.key(self.backend_id), self.backend_id, program=region.program)
+
+
+class CountingRuntime(ReferenceRuntime):
+    backend_id = "counting"
+
+    def __init__(self):
+        self.loaded = []
+
+    def load(self, artifact):
+        self.loaded.append(artifact.key)
+        return super().load(artifact)
+
+
+def test_each_region_is_compiled_once_and_loaded():
+    compiler, runtime = CountingCompiler(), CountingRuntime()
+    register_backend("counting", runtime=runtime, compiler=compiler, replace=True)
+    _, _, ctx = lowering_state(
+        SkipEdges(),
+        (torch.randn(3),),
+        exclude=("aten.gelu",),
+        backend="counting",
+        upto=LowerRegionsPass,
+    )
+    assert [name for name, _ in compiler.compiled] == ["region_0", "region_1"]
+    assert runtime.loaded == ["region_0-counting", "region_1-counting"]
+    for r in ctx.regions:
+        assert r.artifact.key == f"{r.name}-counting"
+        assert callable(r.runner)
+
+
+def test_user_backend_end_to_end_and_options_reach_the_compiler():
+    compiler, runtime = CountingCompiler(), CountingRuntime()
+    register_backend("counting", runtime=runtime, compiler=compiler, replace=True)
+    model = SkipEdges()
+    ep = torch.export.export(model, (torch.randn(5),))
+    prog = fxdelegate.lower(
+        ep, backend="counting", exclude_ops=["aten.gelu"], compile_options={"level": 3}
+    )
+    assert all(options == {"level": 3} for _, options in compiler.compiled)
+    x = torch.randn(5)
+    torch.testing.assert_close(prog(x), model(x))
+
+
+class FailingCompiler(CountingCompiler):
+    backend_id = "failing"
+
+    def compile(self, region, options, workdir):
+        raise BackendCompileError(f"cannot compile {region.name}")
+
+
+def test_compile_failure_reaches_the_user_unwrapped():
+    register_backend("failing", runtime=CountingRuntime(), compiler=FailingCompiler(), replace=True)
+    ep = torch.export.export(SkipEdges(), (torch.randn(5),))
+    with pytest.raises(BackendCompileError, match="cannot compile region_0"):
+        fxdelegate.lower(ep, backend="failing")
+
+
+def test_unknown_and_runtime_only_backends():
+    ep = torch.export.export(SkipEdges(), (torch.randn(5),))
+    with pytest.raises(BackendError, match=r"unknown backend 'nope'.*aoti.*reference"):
+        fxdelegate.lower(ep, backend="nope")
+
+    class RuntimeOnly(BackendRuntime):
+        backend_id = "runtime_only"
+
+        def load(self, artifact):
+            raise AssertionError
+
+    register_backend("runtime_only", runtime=RuntimeOnly(), replace=True)
+    with pytest.raises(BackendError, match="no compiler registered"):
+        fxdelegate.lower(ep, backend="runtime_only")

@@ -1,0 +1,66 @@
+import math
+
+import torch
+
+from fxdelegate.runtime import build_plan
+
+
+def test_generated_function_matches_fx_and_releases_values():
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    a = graph.call_function(torch.ops.aten.mul.Tensor, (x, 2.0))
+    b = graph.call_function(torch.ops.aten.add.Tensor, (a, a))
+    c = graph.call_function(torch.ops.aten.sum.dim_IntList, (b, [0]), {"keepdim": True})
+    d = graph.call_function(torch.ops.aten.clamp.default, (c,), {"min": -math.inf, "max": 5.0})
+    e = graph.call_function(torch.ops.aten.to.dtype, (d, torch.float64))
+    graph.output((e, a))
+    plan = build_plan(graph)
+    t = torch.randn(3, 2)
+    expected = torch.fx.GraphModule(torch.nn.Module(), graph)(t)
+    got = plan.fn([t])
+    for g, e_ in zip(got, expected):
+        torch.testing.assert_close(g, e_)
+    assert got[0].dtype == torch.float64
+    # b is dead after c: released right there; a is an output: never released
+    lines = plan.source.splitlines()
+    b_line = next(i for i, line in enumerate(lines) if "_op" in line and "(v1, v1)" in line)
+    assert "del v2" in lines[b_line + 2]
+    assert not any(
+        line.strip().startswith("del") and "v1" in line.split("del")[1].split(",") for line in lines
+    )
+
+
+def test_delegate_nodes_call_their_runner_with_a_flat_list():
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    call = graph.call_function(
+        torch.ops.higher_order.executorch_call_delegate, ("region_0-test", x, x)
+    )
+    out = graph.call_function(__import__("operator").getitem, (call, 0))
+    graph.output((out,))
+    seen = []
+
+    def runner(inputs):
+        seen.append(inputs)
+        return [inputs[0] + inputs[1]]
+
+    plan = build_plan(graph, {"region_0-test": runner})
+    t = torch.ones(2)
+    (result,) = plan.fn([t])
+    assert isinstance(seen[0], list) and len(seen[0]) == 2
+    torch.testing.assert_close(result, t * 2)
+
+
+def test_missing_runner_is_reported():
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    call = graph.call_function(
+        torch.ops.higher_order.executorch_call_delegate, ("region_9-aoti", x)
+    )
+    graph.output((call,))
+    try:
+        build_plan(graph, {})
+    except KeyError as exc:
+        assert "region_9-aoti" in str(exc)
+    else:
+        raise AssertionError("expected KeyError")

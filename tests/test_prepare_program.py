@@ -1,0 +1,44 @@
+import pytest
+import torch
+from torch._ops import OpOverload
+
+from fxdelegate.errors import UnsupportedProgramError
+from fxdelegate.passes import prepare_program
+from models import Counter
+
+
+def _mutable_ops(ep):
+    return [
+        n
+        for n in ep.graph.nodes
+        if n.op == "call_function"
+        and isinstance(n.target, OpOverload)
+        and n.target._schema.is_mutable
+    ]
+
+
+def test_training_ir_is_functionalized_and_user_program_untouched():
+    ep = torch.export.export(Counter(), (torch.randn(2, 4), torch.zeros(4)))
+    before = [n.name for n in ep.graph.nodes]
+    assert _mutable_ops(ep)  # torch.export's default IR keeps in-place ops
+    prepared = prepare_program(ep)
+    assert not _mutable_ops(prepared)
+    kinds = {s.kind.name for s in prepared.graph_signature.output_specs}
+    assert {"BUFFER_MUTATION", "USER_INPUT_MUTATION", "USER_OUTPUT"} <= kinds
+    assert [n.name for n in ep.graph.nodes] == before
+    assert prepared.graph_module is not ep.graph_module
+
+
+def test_functional_program_is_copied_not_shared():
+    ep = torch.export.export(torch.nn.Linear(3, 3), (torch.randn(2, 3),)).run_decompositions({})
+    prepared = prepare_program(ep)
+    assert prepared.graph is not ep.graph
+    assert [n.name for n in prepared.graph.nodes] == [n.name for n in ep.graph.nodes]
+    assert prepared.state_dict["weight"] is ep.state_dict["weight"]  # no weight copies
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(prepared.module()(x), ep.module()(x))
+
+
+def test_rejects_non_programs():
+    with pytest.raises(UnsupportedProgramError, match=r"torch\.export\.export"):
+        prepare_program(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
