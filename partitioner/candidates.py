@@ -61,6 +61,11 @@ def value_kind(val: object) -> ValueKind:
 
 
 def has_unbacked_symbols(val: object) -> bool:
+    # Fast path: a tensor with only plain-int sizes carries no symbols at all.
+    if isinstance(val, torch.Tensor) and not any(type(s) is torch.SymInt for s in val.shape):
+        return False
+    if isinstance(val, (int, float, bool)) or val is None:
+        return False
     try:
         return bool(free_unbacked_symbols(val))
     except Exception:  # values free_unbacked_symbols cannot walk carry no symbols we can use

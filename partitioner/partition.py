@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import operator
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -97,9 +99,10 @@ def partition_graph(
 
     graph = graph_module.graph
     submodules = dict(graph_module.named_modules())
-    verdicts = judge_nodes(graph, support, excluded, submodules, backend_id)
-    nodes = list(graph.nodes)
-    regions = find_convex_regions(nodes, lambda n: n in verdicts and verdicts[n].candidate)
+    with _gc_paused():
+        verdicts = judge_nodes(graph, support, excluded, submodules, backend_id)
+        nodes = list(graph.nodes)
+        regions = find_convex_regions(nodes, lambda n: n in verdicts and verdicts[n].candidate)
 
     partitions: list[Partition] = []
     rejected_small: dict[torch.fx.Node, RejectedNode] = {}
@@ -122,6 +125,19 @@ def partition_graph(
             rejected.append(RejectedNode(node, verdict.reason, verdict.detail))  # type: ignore[arg-type]
     _log_result(partitions, rejected)
     return PartitionResult(partitions, rejected)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    # The sweeps allocate one small list per node; on large graphs the cyclic
+    # collector would rescan the whole FX graph many times over.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def propose_partitions(

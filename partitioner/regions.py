@@ -1,26 +1,31 @@
 """Grouping candidate nodes into convex regions in time linear in the graph.
 
-The idea: give every candidate node an integer *level* such that
+Every candidate node gets an integer *level* such that
 
 * levels never decrease along an edge between two candidates, and
 * any path that leaves the candidates (through an executor node) and comes
   back to a candidate strictly increases the level.
 
-Then every set of candidates that share a level and are connected by
-candidate-to-candidate edges is convex: a path that left such a set and
-returned would have to pass an executor node, raising the level, or stay
-among candidates, whose levels are squeezed between the two ends and so
-belong to the same set. The regions also form a DAG ordered by level, so
-fusing all of them at once cannot create a cycle.
+Then the candidates of one level form a convex set: a path that left the set
+and came back would either pass an executor node, which raises the level, or
+stay among candidates, whose levels are squeezed between the two equal ends.
+Regions are ordered by level, so fusing all of them at once cannot create a
+cycle through the executor.
+
+The region count is also the smallest possible. Take a chain of candidates
+c1 ~> c2 ~> ... ~> ck, where each step passes through an executor node. No
+two of its members may share a region, so any valid partition needs at least
+k regions. The forward sweep gives each candidate exactly the length of the
+longest such chain that ends in it, so it uses no more levels than that.
 
 Levels are assigned in two linear sweeps. The forward sweep gives each
 candidate the lowest legal level (as soon as possible). The backward sweep
 raises a candidate to the level of one of its candidate users whenever the
-constraints from its users allow it, so that a node which became ready early
-joins the region that consumes it instead of forming a region of its own.
+constraints from its users allow it. A value computed early then joins the
+region that consumes it, instead of crossing a region boundary.
 
-`getitem` nodes are glued to their producer before any of this (a multi-output
-op and its projections form one unit), so they are never separated.
+``getitem`` nodes are glued to their producer before any of this: a
+multi-output op and its projections form one unit and are never separated.
 """
 
 from __future__ import annotations
@@ -123,36 +128,15 @@ def assign_levels(
 def find_convex_regions(
     nodes: Sequence[torch.fx.Node], is_candidate: Callable[[torch.fx.Node], bool]
 ) -> list[list[torch.fx.Node]]:
-    """Convex regions of candidate nodes, each in graph order, ordered by first node.
+    """Convex regions of candidate nodes, each in graph order, ordered by level.
 
     `nodes` must be in topological order (an FX graph's node order is).
     """
     units, unit_of, candidate = _build_units(nodes, is_candidate)
     preds, succs = _unit_edges(nodes, units, unit_of)
     level = assign_levels(preds, succs, candidate)
-
-    # Union candidate units joined by an edge at equal level.
-    parent = list(range(len(units)))
-
-    def find(u: int) -> int:
-        while parent[u] != u:
-            parent[u] = parent[parent[u]]
-            u = parent[u]
-        return u
-
-    for u in range(len(units)):
-        if not candidate[u]:
-            continue
-        for p in preds[u]:
-            if candidate[p] and level[p] == level[u]:
-                a, b = find(p), find(u)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-
-    groups: dict[int, list[int]] = {}
-    for u in range(len(units)):
+    by_level: dict[int, list[int]] = {}
+    for u, members in enumerate(units):
         if candidate[u]:
-            groups.setdefault(find(u), []).extend(units[u])
-    regions = [sorted(members) for members in groups.values()]
-    regions.sort(key=lambda members: members[0])
-    return [[nodes[i] for i in members] for members in regions]
+            by_level.setdefault(level[u], []).extend(members)
+    return [[nodes[i] for i in sorted(by_level[lv])] for lv in sorted(by_level)]

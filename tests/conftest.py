@@ -20,10 +20,17 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 import fxdelegate  # noqa: E402
 from fxdelegate.demo import DemoModel, export_demo  # noqa: E402
 from models import NestedIO, export_nested  # noqa: E402
+
+
+# Property tests: 2,000 derandomized examples in CI, fewer locally.
+settings.register_profile("ci", max_examples=2000, derandomize=True, print_blob=True)
+settings.register_profile("dev", max_examples=300)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(autouse=True)

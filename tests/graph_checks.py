@@ -75,3 +75,46 @@ def random_dag(
     sinks = [v for v in values if not v.users and v.op != "placeholder"]
     graph.output(tuple(sinks) or (values[-1],))
     return torch.fx.GraphModule(torch.nn.Module(), graph)
+
+
+def random_layered_dag(num_nodes: int, seed: int, *, width: int = 16, skip: float = 0.2) -> torch.fx.GraphModule:
+    """Layers of `width` aten ops; each reads one or two values from the layer
+    before and, with probability `skip`, one from any earlier layer (long skip
+    edges: merging naively along them would create cycles)."""
+    rng = random.Random(seed)
+    graph = torch.fx.Graph()
+    layer = []
+    for i in range(width):
+        p = graph.placeholder(f"in{i}")
+        p.meta["val"] = VAL
+        layer.append(p)
+    earlier = list(layer)
+    binary = [torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor, torch.ops.aten.sub.Tensor]
+    made = 0
+    while made < num_nodes:
+        nxt = []
+        for _ in range(min(width, num_nodes - made)):
+            a = rng.choice(layer)
+            if rng.random() < skip:
+                b = rng.choice(earlier)
+            elif rng.random() < 0.5:
+                b = rng.choice(layer)
+            else:
+                b = None
+            if b is None:
+                node = graph.call_function(torch.ops.aten.relu.default, (a,))
+            else:
+                node = graph.call_function(rng.choice(binary), (a, b))
+            node.meta["val"] = VAL
+            nxt.append(node)
+            made += 1
+        earlier.extend(nxt)
+        layer = nxt
+    sinks = [n for n in earlier if not n.users and n.op != "placeholder"]
+    graph.output(tuple(sinks))
+    return torch.fx.GraphModule(torch.nn.Module(), graph)
+
+
+def random_rejections(gm: torch.fx.GraphModule, fraction: float, seed: int) -> set[str]:
+    rng = random.Random(seed * 7919 + 1)
+    return {n.name for n in gm.graph.nodes if n.op == "call_function" and rng.random() < fraction}

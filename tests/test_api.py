@@ -64,12 +64,17 @@ def test_bad_arguments_are_explained():
         fxdelegate.lower(NestedIO(), backend="reference")  # type: ignore[arg-type]
 
 
-def test_min_partition_size_moves_small_regions_to_the_executor():
-    model = NestedIO().eval()
+def test_min_partition_size_moves_small_regions_to_the_executor(nested):
+    model, default = nested
+    smallest = min(p.size for p in default.partitions)
     prog = fxdelegate.lower(
-        export_nested(model), backend="reference", exclude_ops=("aten.gelu",), min_partition_size=3
+        export_nested(model),
+        backend="reference",
+        exclude_ops=("aten.gelu",),
+        min_partition_size=smallest + 1,
     )
-    assert all(p.size >= 3 for p in prog.partitions)
+    assert len(prog.partitions) < len(default.partitions)
+    assert all(p.size > smallest for p in prog.partitions)
     assert "region smaller than min_partition_size" in prog.report()
     args, kwargs = nested_inputs(5)
     torch.testing.assert_close(prog(*args, **kwargs), model(*args, **kwargs))
