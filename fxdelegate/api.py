@@ -152,7 +152,9 @@ def _summarize(context: LoweringContext, program: ExportedProgram) -> LoweringSu
     ]
     result = context.partition_result
     reasons = {r.node.name: r.explain() for r in result.rejected} if result else {}
-    return LoweringSummary(context.backend_id, regions, executor_ops_of(program.graph, reasons))
+    return LoweringSummary(
+        context.backend_id, regions, executor_ops_of(program.graph, reasons), context.graph_snapshot
+    )
 
 
 def load(path: str | os.PathLike[str], *, check_inputs: bool = True) -> DelegatedProgram:

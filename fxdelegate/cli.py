@@ -30,6 +30,16 @@ def _inspect(args: argparse.Namespace) -> int:
             else "/".join(parts[:2])
         )
         groups[key] += size
+    if args.graph:
+        from fxdelegate.partitioner.graph_picture import render
+
+        if summary.graph is None:
+            raise FxDelegateError(f"{args.path} carries no graph snapshot to draw")
+        collapse = {"auto": None, "yes": True, "no": False}[args.collapse]
+        render(
+            summary.graph, args.graph, collapse=collapse, title=f"{args.path}: {summary.headline()}"
+        )
+        print(f"\nwrote {args.graph}")
     print("\nArchive layout")
     width = max(len(k) for k in groups)
     for key in sorted(groups):
@@ -72,6 +82,17 @@ def main(argv: list[str] | None = None) -> int:
 
     inspect = sub.add_parser("inspect", help="print the report of a saved .pt2 archive")
     inspect.add_argument("path")
+    inspect.add_argument(
+        "--graph",
+        metavar="OUT",
+        help="draw the partition to OUT (.svg, .png, .pdf, .html need graphviz; .dot)",
+    )
+    inspect.add_argument(
+        "--collapse",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="draw each region as one box (auto: above 300 nodes)",
+    )
 
     run_saved = sub.add_parser(
         "run-saved", help="load an archive and run it on inputs saved with torch.save"

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch.export import ExportedProgram
 
+from fxdelegate.errors import FxDelegateError
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
 from fxdelegate.runtime.archive import write_archive
 from fxdelegate.runtime.backend import RegionArtifact, Runner
@@ -69,6 +70,14 @@ class DelegatedProgram:
             list(self.artifacts.values()),
             {"summary": self.summary.to_dict()},
         )
+
+    def draw(self, path: str | os.PathLike[str], *, collapse: bool | None = None) -> str:
+        """Picture of the partition (.dot/.svg/.png/.pdf/.html; all but .dot need graphviz)."""
+        from fxdelegate.partitioner.graph_picture import render
+
+        if self.summary.graph is None:
+            raise FxDelegateError("this program carries no graph snapshot to draw")
+        return render(self.summary.graph, path, collapse=collapse, title=self.summary.headline())
 
     @property
     def generated_code(self) -> str:

@@ -42,6 +42,8 @@ class LoweringSummary:
     backend_id: str
     regions: list[RegionSummary]
     executor_ops: list[ExecutorOp]
+    # Snapshot of the partitioned graph for pictures (see graph_picture.py).
+    graph: dict[str, Any] | None = None
 
     @property
     def delegated_nodes(self) -> int:
@@ -60,14 +62,25 @@ class LoweringSummary:
             backend_id=str(data["backend_id"]),
             regions=[RegionSummary(**r) for r in data["regions"]],
             executor_ops=[ExecutorOp(**o) for o in data["executor_ops"]],
+            graph=data.get("graph"),
+        )
+
+    @property
+    def delegated_share(self) -> float:
+        total = self.delegated_nodes + self.executor_compute_nodes
+        return 100.0 * self.delegated_nodes / total if total else 0.0
+
+    def headline(self) -> str:
+        total = self.delegated_nodes + self.executor_compute_nodes
+        return (
+            f"fxdelegate: {len(self.regions)} region(s) on backend '{self.backend_id}'; "
+            f"{self.delegated_nodes} of {total} compute nodes delegated ({self.delegated_share:.1f}%)"
         )
 
     def format(self) -> str:
-        total = self.delegated_nodes + self.executor_compute_nodes
-        share = 100.0 * self.delegated_nodes / total if total else 0.0
+        share = self.delegated_share
         lines = [
-            f"fxdelegate: {len(self.regions)} region(s) on backend '{self.backend_id}'; "
-            f"{self.delegated_nodes} of {total} compute nodes delegated ({share:.1f}%)",
+            self.headline(),
             "",
             "Regions",
         ]

@@ -65,6 +65,8 @@ class LoweringContext:
         None  # state FQN -> region name or EXECUTOR; None until assigned
     )
     regions: list[RegionRecord] = field(default_factory=list)
+    # Nodes and edges of the partitioned graph, for the report's picture.
+    graph_snapshot: dict[str, Any] | None = None
 
     def region(self, name: str) -> RegionRecord:
         for r in self.regions:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import operator
 
 import torch
+from torch.export.graph_signature import InputKind
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from fxdelegate.partitioner import partition_graph
+from fxdelegate.partitioner.graph_picture import graph_snapshot
 
 from .context import RegionRecord, get_context
 
@@ -34,6 +36,12 @@ class TagRegionsPass(PassBase):
                 node.meta[REGION_TAG] = partition.name
         ctx.partition_result = result
         ctx.regions = [RegionRecord(p) for p in result.partitions]
+        ctx.graph_snapshot = graph_snapshot(
+            graph_module.graph,
+            {n.name: p.name for p in result.partitions for n in p.nodes},
+            {r.node.name: r.explain() for r in result.rejected},
+            {s.arg.name for s in ctx.signature.input_specs if s.kind == InputKind.USER_INPUT},
+        )
         return PassResult(graph_module, False)
 
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:

@@ -26,7 +26,6 @@ import fxdelegate  # noqa: E402
 from fxdelegate.demo import DemoModel, export_demo  # noqa: E402
 from models import NestedIO, export_nested  # noqa: E402
 
-
 # Property tests: 2,000 derandomized examples in CI, fewer locally.
 settings.register_profile("ci", max_examples=2000, derandomize=True, print_blob=True)
 settings.register_profile("dev", max_examples=300)

@@ -77,7 +77,9 @@ def random_dag(
     return torch.fx.GraphModule(torch.nn.Module(), graph)
 
 
-def random_layered_dag(num_nodes: int, seed: int, *, width: int = 16, skip: float = 0.2) -> torch.fx.GraphModule:
+def random_layered_dag(
+    num_nodes: int, seed: int, *, width: int = 16, skip: float = 0.2
+) -> torch.fx.GraphModule:
     """Layers of `width` aten ops; each reads one or two values from the layer
     before and, with probability `skip`, one from any earlier layer (long skip
     edges: merging naively along them would create cycles)."""

@@ -110,7 +110,9 @@ def test_partition_properties(case):
 
     # Candidates (before the size filter) = supported nodes and the getitems of supported producers.
     candidates = {
-        n for n in compute if (n.args[0] if n.target is operator.getitem else n).name not in rejected_names
+        n
+        for n in compute
+        if (n.args[0] if n.target is operator.getitem else n).name not in rejected_names
     }
     too_small = {n for n, r in rejected.items() if r.reason is RejectReason.TOO_SMALL}
     assert too_small <= candidates
@@ -119,7 +121,9 @@ def test_partition_properties(case):
     if min_size == 1:
         lower_bound = separated_chain_length(g, candidates)
         assert len(result.partitions) == lower_bound
-        cbp = CapabilityBasedPartitioner(gm, support, allows_single_node_partition=True).propose_partitions()
+        cbp = CapabilityBasedPartitioner(
+            gm, support, allows_single_node_partition=True
+        ).propose_partitions()
         assert len(result.partitions) <= len([p for p in cbp if p.nodes])
 
     if result.partitions:

@@ -1,0 +1,28 @@
+"""Benchmarks: run with `pytest bench/<file>.py`. Each suite times the
+implementations it compares side by side (interleaved, in one process) and
+prints their ratios; absolute times are only context."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
+
+from ratios import RATIO_TABLES  # noqa: E402
+
+
+def pytest_terminal_summary(terminalreporter):
+    for title, rows in RATIO_TABLES.items():
+        if not rows:
+            continue
+        terminalreporter.write_sep("=", title)
+        header = list(rows[0])
+        terminalreporter.write_line("| " + " | ".join(header) + " |")
+        terminalreporter.write_line("|" + "---|" * len(header))
+        for row in rows:
+            terminalreporter.write_line("| " + " | ".join(str(row[k]) for k in header) + " |")

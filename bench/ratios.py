@@ -1,0 +1,46 @@
+"""Side-by-side timing: the implementations being compared run in turn, round
+after round, so that machine noise hits them alike; the summary reports ratios."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+# Tables printed at the end of the run: title -> rows (dicts with the same keys).
+RATIO_TABLES: dict[str, list[dict[str, Any]]] = {}
+
+
+def interleaved(
+    fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, measured in alternation."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def record(table: str, row: dict[str, Any]) -> None:
+    RATIO_TABLES.setdefault(table, []).append(row)
+
+
+def fmt_seconds(s: float) -> str:
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s * 1e6:.0f} us"

@@ -1,0 +1,139 @@
+"""fxdelegate's partitioner against torch's CapabilityBasedPartitioner.
+
+    pytest bench/test_partitioner_speed.py
+
+Random layered DAGs of aten ops (15% of nodes unsupported, long skip edges),
+and one real exported graph. Reports the speed ratio and both region counts
+at each size, then fxdelegate's scaling from 4,000 to 40,000 nodes.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ratios import fmt_seconds, interleaved, median, record
+from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
+from torch.fx.passes.operator_support import OperatorSupportBase
+
+from fxdelegate.partitioner import CompilableAtenSupport, propose_partitions
+from fxdelegate.passes import prepare_program
+from graph_checks import RejectNames, random_layered_dag, random_rejections
+
+UNSUPPORTED = 0.15
+VS_TORCH = "partitioner vs CapabilityBasedPartitioner (same graph, same support)"
+SCALING = "partitioner scaling (random layered DAGs, 15% unsupported)"
+
+
+def _cbp(gm, support):
+    return CapabilityBasedPartitioner(
+        gm, support, allows_single_node_partition=True
+    ).propose_partitions()
+
+
+@pytest.mark.parametrize("num_nodes, rounds", [(500, 5), (1000, 3), (2000, 3)])
+def test_random_dag_vs_capability_based(benchmark, num_nodes, rounds):
+    gm = random_layered_dag(num_nodes, seed=num_nodes)
+    support = RejectNames(random_rejections(gm, UNSUPPORTED, seed=num_nodes))
+    times = interleaved(
+        {"ours": lambda: propose_partitions(gm, support), "torch": lambda: _cbp(gm, support)},
+        rounds,
+    )
+    ours, theirs = len(propose_partitions(gm, support)), len(_cbp(gm, support))
+    assert ours <= theirs
+    ratio = median(times["torch"]) / median(times["ours"])
+    record(
+        VS_TORCH,
+        {
+            "graph": f"random DAG, {num_nodes} nodes",
+            "fxdelegate": fmt_seconds(median(times["ours"])),
+            "CapabilityBased": fmt_seconds(median(times["torch"])),
+            "speedup": f"{ratio:.0f}x",
+            "regions (ours / torch)": f"{ours} / {theirs}",
+        },
+    )
+    benchmark.extra_info.update(speedup=ratio, regions=ours, torch_regions=theirs)
+    benchmark.pedantic(propose_partitions, args=(gm, support), rounds=rounds, iterations=1)
+
+
+class _Reject(OperatorSupportBase):
+    """Default support minus a fixed random 15% of the nodes."""
+
+    def __init__(self, names):
+        self.default = CompilableAtenSupport()
+        self.names = names
+
+    def is_node_supported(self, submodules, node):
+        return node.name not in self.names and self.default.is_node_supported(submodules, node)
+
+
+class Deep(torch.nn.Module):
+    def __init__(self, blocks: int, width: int = 16):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.ModuleDict(
+                {
+                    "q": torch.nn.Linear(width, width),
+                    "k": torch.nn.Linear(width, width),
+                    "ln": torch.nn.LayerNorm(width),
+                }
+            )
+            for _ in range(blocks)
+        )
+
+    def forward(self, x):
+        for b in self.blocks:
+            attn = torch.softmax(b["q"](x) @ b["k"](x).transpose(-1, -2) / 4.0, dim=-1)
+            x = b["ln"](x + torch.nn.functional.gelu(attn @ x))
+        return x
+
+
+def test_exported_graph_vs_capability_based(benchmark):
+    ep = prepare_program(torch.export.export(Deep(240), (torch.randn(2, 8, 16),)))
+    gm = ep.graph_module
+    num_nodes = sum(1 for n in gm.graph.nodes if n.op == "call_function")
+    support = _Reject(random_rejections(gm, UNSUPPORTED, seed=3))
+    times = interleaved(
+        {"ours": lambda: propose_partitions(gm, support), "torch": lambda: _cbp(gm, support)},
+        rounds=1,
+        warmup=0,
+    )
+    ours, theirs = len(propose_partitions(gm, support)), len(_cbp(gm, support))
+    assert ours <= theirs
+    ratio = median(times["torch"]) / median(times["ours"])
+    record(
+        VS_TORCH,
+        {
+            "graph": f"exported model, {num_nodes} nodes",
+            "fxdelegate": fmt_seconds(median(times["ours"])),
+            "CapabilityBased": fmt_seconds(median(times["torch"])),
+            "speedup": f"{ratio:.0f}x",
+            "regions (ours / torch)": f"{ours} / {theirs}",
+        },
+    )
+    benchmark.extra_info.update(speedup=ratio, nodes=num_nodes)
+    benchmark.pedantic(propose_partitions, args=(gm, support), rounds=3, iterations=1)
+
+
+def test_scaling_4k_to_40k(benchmark):
+    graphs = {}
+    for n in (4000, 10000, 40000):
+        gm = random_layered_dag(n, seed=n)
+        graphs[n] = (gm, RejectNames(random_rejections(gm, UNSUPPORTED, seed=n)))
+    times = interleaved(
+        {n: (lambda g=g, s=s: propose_partitions(g, s)) for n, (g, s) in graphs.items()}, rounds=5
+    )
+    base = median(times[4000])
+    for n in graphs:
+        record(
+            SCALING,
+            {
+                "nodes": n,
+                "time": fmt_seconds(median(times[n])),
+                "time / time(4,000)": f"{median(times[n]) / base:.1f}",
+                "regions": len(propose_partitions(*graphs[n])),
+            },
+        )
+    growth = median(times[40000]) / base
+    benchmark.extra_info.update(growth_4k_to_40k=growth)
+    assert growth <= 15, f"time(40k)/time(4k) = {growth:.1f}"
+    benchmark.pedantic(propose_partitions, args=graphs[40000], rounds=3, iterations=1)

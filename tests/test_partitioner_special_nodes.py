@@ -1,0 +1,136 @@
+"""Nodes the partitioner handles explicitly: control-flow bodies, asserts,
+size computations, and determinism whatever the hash seed."""
+
+import json
+import subprocess
+import sys
+
+import torch
+from torch._higher_order_ops.map import map as control_map
+from torch.export import Dim
+
+import fxdelegate
+from fxdelegate.partitioner import RejectReason, partition_graph
+from fxdelegate.passes import AnchorSymbolicSizesPass, prepare_program
+
+
+def _prepared(model, args, dynamic_shapes=None):
+    ep = prepare_program(torch.export.export(model, args, dynamic_shapes=dynamic_shapes))
+    AnchorSymbolicSizesPass()(ep.graph_module)
+    return ep
+
+
+class WithCond(torch.nn.Module):
+    def forward(self, x):
+        y = x * 2
+        z = torch.cond(y.sum() > 0, lambda t: t.sin() + 1, lambda t: t.cos() - 1, (y,))
+        return z * 3
+
+
+class WithMap(torch.nn.Module):
+    def forward(self, xs, y):
+        h = xs + 1
+        out = control_map(lambda x, y: x.relu() * y, h, y)
+        return out.sum(0) - y
+
+
+def _check_hop(model, args, hop_name):
+    ep = _prepared(model, args)
+    gm = ep.graph_module
+    result = partition_graph(gm)
+    hop = next(n for n in gm.graph.nodes if n.op == "call_function" and hop_name in str(n.target))
+    reasons = {r.node: r for r in result.rejected}
+    assert (
+        reasons[hop].reason is RejectReason.UNSUPPORTED
+        and "higher-order op" in reasons[hop].explain()
+    )
+    for user in hop.users:  # its projections stay with it
+        assert reasons[user].reason is RejectReason.PRODUCER_IN_EXECUTOR
+    # the bodies are subgraphs of the HOP, never partitioned on their own
+    body_nodes = {
+        n
+        for _, m in gm.named_children()
+        if isinstance(m, torch.fx.GraphModule)
+        for n in m.graph.nodes
+    }
+    assert body_nodes
+    assert not body_nodes & {n for p in result.partitions for n in p.nodes}
+    # regions on both sides of it, and the lowered program runs the HOP in the executor
+    assert len(result.partitions) == 2
+    prog = fxdelegate.lower(torch.export.export(model, args), backend="reference")
+    return prog
+
+
+def test_cond_runs_in_the_executor_with_its_branches():
+    prog = _check_hop(WithCond(), (torch.randn(4),), "cond")
+    for x in (torch.ones(4), -torch.ones(4), torch.randn(4)):
+        torch.testing.assert_close(prog(x), WithCond()(x))
+
+
+def test_map_runs_in_the_executor_with_its_body():
+    prog = _check_hop(WithMap(), (torch.randn(3, 4), torch.randn(4)), "map_impl")
+    xs, y = torch.randn(3, 4), torch.randn(4)
+    torch.testing.assert_close(prog(xs, y), WithMap()(xs, y))
+
+
+class WithAsserts(torch.nn.Module):
+    def forward(self, x, k):
+        n = k.item()
+        torch._check(n >= 1)
+        torch._check(n <= 8)
+        y = (x * 2).reshape(x.shape[0] * 3)
+        return y[:n].sum(), y.relu()
+
+
+def test_runtime_asserts_and_size_ops_stay_in_the_executor_without_splitting():
+    b = Dim("b", min=2, max=64)
+    args = (torch.randn(4, 3), torch.tensor(5))
+    ep = _prepared(WithAsserts(), args, dynamic_shapes=({0: b}, None))
+    result = partition_graph(ep.graph_module)
+    reasons = {r.node.name: r for r in result.rejected}
+    asserts = [r for r in result.rejected if "_assert_scalar" in str(r.node.target)]
+    assert len(asserts) >= 2
+    assert all(r.reason is RejectReason.NO_TENSOR_OUTPUT for r in asserts)
+    assert any(r.reason is RejectReason.SYMBOLIC_SCALAR for r in result.rejected)
+    assert any(r.reason is RejectReason.DATA_DEPENDENT for r in result.rejected), reasons
+    # mul, reshape (reading a size) and relu stay together in one region
+    (first,) = [p for p in result.partitions if any(n.name.startswith("mul") for n in p.nodes)]
+    assert {"relu"} <= {n.name for n in first.nodes}
+    prog = fxdelegate.lower(
+        torch.export.export(WithAsserts(), args, dynamic_shapes=({0: b}, None)), backend="reference"
+    )
+    for rows, k in ((3, 1), (6, 8)):
+        x, kk = torch.randn(rows, 3), torch.tensor(k)
+        torch.testing.assert_close(prog(x, kk), WithAsserts()(x, kk))
+
+
+DETERMINISM = """
+import json, sys
+sys.path.insert(0, "tests")
+import torch
+from fxdelegate.partitioner import propose_partitions
+from fxdelegate.passes import prepare_program
+from fxdelegate.demo import DemoModel, export_demo
+from graph_checks import RejectNames, random_layered_dag, random_rejections
+torch.manual_seed(0)
+gm = random_layered_dag(600, seed=5)
+parts = propose_partitions(gm, RejectNames(random_rejections(gm, 0.15, seed=5)))
+demo = propose_partitions(prepare_program(export_demo(DemoModel())).graph_module, exclude_ops=["aten.gelu"])
+print(json.dumps([[p.name, [n.name for n in p.nodes]] for p in parts + demo]))
+"""
+
+
+def test_same_regions_whatever_the_hash_seed():
+    outputs = set()
+    for seed in ("0", "1", "12345"):
+        result = subprocess.run(
+            [sys.executable, "-c", DETERMINISM],
+            capture_output=True,
+            text=True,
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            cwd=str(__import__("pathlib").Path(__file__).parent.parent),
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.add(result.stdout)
+        assert len(json.loads(result.stdout)) > 10
+    assert len(outputs) == 1
