@@ -13,10 +13,18 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
 
-from ratios import RATIO_TABLES  # noqa: E402
+from ratios import RATIO_TABLES, SERIES  # noqa: E402
 
 
 def pytest_terminal_summary(terminalreporter):
+    if SERIES:
+        from plot import plot_series
+
+        for chart, groups in SERIES.items():
+            written = plot_series(chart, groups, ROOT / "docs" / f"{chart}.svg")
+            terminalreporter.write_line(
+                f"plot: {written}" if written else "plot skipped: pip install matplotlib"
+            )
     for title, rows in RATIO_TABLES.items():
         if not rows:
             continue

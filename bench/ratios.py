@@ -11,6 +11,8 @@ from typing import Any
 
 # Tables printed at the end of the run: title -> rows (dicts with the same keys).
 RATIO_TABLES: dict[str, list[dict[str, Any]]] = {}
+# Numbers plotted at the end of the run: chart -> group -> implementation -> seconds.
+SERIES: dict[str, dict[str, dict[str, float]]] = {}
 
 
 def interleaved(
@@ -43,4 +45,10 @@ def fmt_seconds(s: float) -> str:
         return f"{s:.2f} s"
     if s >= 1e-3:
         return f"{s * 1e3:.1f} ms"
-    return f"{s * 1e6:.0f} us"
+    if s >= 1e-5:
+        return f"{s * 1e6:.0f} us"
+    return f"{s * 1e6:.2f} us"
+
+
+def record_series(chart: str, group: str, seconds: dict[str, float]) -> None:
+    SERIES.setdefault(chart, {})[group] = dict(seconds)

@@ -14,6 +14,7 @@ from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
 from fxdelegate.runtime.archive import write_archive
 from fxdelegate.runtime.backend import RegionArtifact, Runner
 from fxdelegate.runtime.executor import ProgramExecutor
+from fxdelegate.runtime.profile import ProfileReport
 
 
 class DelegatedProgram:
@@ -58,6 +59,14 @@ class DelegatedProgram:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._executor(*args, **kwargs)
 
+    def profile(self, *args: Any, runs: int = 10, **kwargs: Any) -> ProfileReport:
+        """Per-node and per-region times and counts over `runs` calls (printable table).
+
+        Regions appear as ``fxdelegate::<region>-<backend>`` ranges in
+        ``torch.profiler`` traces as well.
+        """
+        return self._executor.profile(args, kwargs, runs=runs)
+
     def report(self) -> str:
         """A readable table: regions, and every op left in the executor with the reason."""
         return self.summary.format()
@@ -81,8 +90,8 @@ class DelegatedProgram:
 
     @property
     def generated_code(self) -> str:
-        """Source of the straight-line function the executor runs."""
-        return self._executor.plan.source
+        """Source of the straight-line function each call runs."""
+        return self._executor.entry_source or self._executor.plan.source
 
     def __repr__(self) -> str:
         return (

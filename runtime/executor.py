@@ -1,14 +1,20 @@
 """The graph executor: runs a (partly delegated) ExportedProgram serially.
 
 Everything that can be decided once is decided at construction: where each
-placeholder's value comes from, the generated straight-line function
-(:mod:`.plan`), which outputs write back into buffers or user inputs, and the
-input checks. A call then flattens the user's inputs, checks them, runs the
-function and unflattens the outputs.
+placeholder's value comes from, which outputs write back into buffers or
+user inputs, the input checks, and two pieces of generated code (see
+:mod:`.plan` and :mod:`.entry`):
+
+* the *entry*, which is the whole call with pytree unpacking and input checks
+  inlined. This is what ``executor(*args, **kwargs)`` runs;
+* the *flat plan*, ``run_graph(list) -> tuple``. It serves :meth:`run_flat`
+  (regions of the reference backend) and the generic path that the entry
+  falls back to for detailed errors.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,8 +26,10 @@ from torch.export.graph_signature import InputKind, OutputKind
 from fxdelegate.errors import InputMismatchError, UnsupportedProgramError
 
 from .backend import Runner
+from .entry import NoFastPath, build_entry
 from .input_check import InputChecker
-from .plan import GraphPlan, build_plan
+from .plan import GraphPlan, NodeTimes, build_plan
+from .profile import ProfileReport
 
 
 def describe_spec(spec: pytree.TreeSpec) -> str:
@@ -48,6 +56,19 @@ def input_paths(in_spec: pytree.TreeSpec) -> list[str]:
     return paths
 
 
+def _conform(value: Any, expected: Any) -> Any:
+    """`value` with each dict's keys put in the order `expected` has them."""
+    if type(expected) is dict and type(value) is dict and value.keys() == expected.keys():
+        return {k: _conform(value[k], expected[k]) for k in expected}
+    if (
+        type(expected) in (tuple, list)
+        and type(value) is type(expected)
+        and len(value) == len(expected)
+    ):
+        return type(value)(_conform(v, e) for v, e in zip(value, expected))
+    return value
+
+
 class ProgramExecutor:
     """Callable that runs `program` with the same pytree interface as ``program.module()``."""
 
@@ -59,40 +80,37 @@ class ProgramExecutor:
         check_inputs: bool = True,
     ) -> None:
         self.program = program
-        self.check_inputs = check_inputs
+        self.runners = dict(runners or {})
         self.in_spec: pytree.TreeSpec = program.call_spec.in_spec
         self.out_spec: pytree.TreeSpec = program.call_spec.out_spec
         sig = program.graph_signature
         placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != len(sig.input_specs):
             raise UnsupportedProgramError(
-                f"graph has {len(placeholders)} placeholders but the signature lists {len(sig.input_specs)} inputs"
+                f"graph has {len(placeholders)} placeholders but the signature lists "
+                f"{len(sig.input_specs)} inputs"
             )
 
         # Where each placeholder's value comes from: the program's own state, or the user.
-        self._state: list[Any] = []
+        self._sources: list[tuple[str, Any]] = []
         self._user_index_of_input: dict[str, int] = {}
-        user_names, user_vals = [], []
-        layout: list[tuple[str, int]] = []
+        user_vals = []
         for node, spec in zip(placeholders, sig.input_specs):
             if spec.kind == InputKind.USER_INPUT:
-                self._user_index_of_input[node.name] = len(user_names)
-                layout.append(("user", len(user_names)))
-                user_names.append(node.name)
+                self._user_index_of_input[node.name] = len(user_vals)
+                self._sources.append(("user", len(user_vals)))
                 user_vals.append(node.meta.get("val"))
             else:
-                layout.append(("state", len(self._state)))
-                self._state.append(self._state_value(spec))
-        self._state_first = all(kind == "state" for kind, _ in layout[: len(self._state)])
-        self._layout = layout
-
-        n_user = len(user_names)
+                self._sources.append(("state", self._state_value(spec)))
+        n_user = len(user_vals)
         if self.in_spec.num_leaves != n_user:
             raise UnsupportedProgramError(
-                f"input treespec has {self.in_spec.num_leaves} leaves but the program has {n_user} user inputs"
+                f"input treespec has {self.in_spec.num_leaves} leaves but the program has "
+                f"{n_user} user inputs"
             )
         self.input_names = input_paths(self.in_spec)
-        structure = pytree.tree_unflatten([None] * n_user, self.in_spec)
+        self._structure = pytree.tree_unflatten([None] * n_user, self.in_spec)
+        structure = self._structure
         self._kwarg_names: list[str] = (
             list(structure[1]) if isinstance(structure, tuple) and len(structure) == 2 else []
         )
@@ -115,16 +133,17 @@ class ProgramExecutor:
                     f"output kind {spec.kind.name} is not supported by the executor"
                 )
 
-        self.plan: GraphPlan = build_plan(program.graph, runners or {}, owner=program.graph_module)
+        self.plan: GraphPlan = build_plan(program.graph, self.runners, owner=program.graph_module)
+        self._entries: dict[bool, Any] = {}
+        self._lock = threading.Lock()
+        self.check_inputs = check_inputs
 
     def _state_value(self, spec) -> Any:
         target = spec.target
         if spec.kind == InputKind.PARAMETER:
             return self.program.state_dict[target]
         if spec.kind == InputKind.BUFFER:
-            if target in self.program.state_dict:
-                return self.program.state_dict[target]
-            return self.program.constants[target]
+            return self._buffer(target)
         if spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
             return self.program.constants[target]
         raise UnsupportedProgramError(
@@ -136,6 +155,63 @@ class ProgramExecutor:
             return self.program.state_dict[target]
         return self.program.constants[target]
 
+    # -- the fast path -------------------------------------------------------------
+
+    @property
+    def check_inputs(self) -> bool:
+        return self._check_inputs
+
+    @check_inputs.setter
+    def check_inputs(self, value: bool) -> None:
+        self._check_inputs = bool(value)
+        self._call = self._entry(self._check_inputs)
+
+    def _entry(self, checked: bool, instrument: bool = False) -> Any:
+        """The generated call (cached per checking mode), or the generic one."""
+        key = (checked, instrument)
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = self._generate(checked, instrument)
+            return self._entries[key][0]
+
+    def _generate(self, checked: bool, instrument: bool) -> tuple[Any, str, NodeTimes | None]:
+        try:
+            return build_entry(
+                self.program.graph,
+                self.program.graph_module,
+                self.runners,
+                in_spec=self.in_spec,
+                out_spec=self.out_spec,
+                placeholder_sources=self._sources,
+                write_backs=self._write_back,
+                user_outputs=self._user_outputs,
+                checker=self.checker if checked else None,
+                slow=self._generic_call,
+                instrument=instrument,
+            )
+        except NoFastPath:
+            if instrument:
+                raise
+            return self._generic_call_star, "", None
+
+    @property
+    def entry_source(self) -> str:
+        """Source of the generated call (empty when the program has no fast path)."""
+        self._entry(self._check_inputs)
+        return self._entries[(self._check_inputs, False)][1]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(*args, **kwargs)
+
+    # -- the generic path ------------------------------------------------------------
+
+    def _generic_call_star(self, *args: Any, **kwargs: Any) -> Any:
+        return self._generic_call(args, kwargs)
+
+    def _generic_call(self, args: tuple, kwargs: dict) -> Any:
+        flat = self.flatten_inputs(args, kwargs)
+        return pytree.tree_unflatten(self.run_flat(flat), self.out_spec)
+
     def flatten_inputs(self, args: tuple, kwargs: dict) -> list[Any]:
         if kwargs:
             expected = self._kwarg_names
@@ -145,7 +221,8 @@ class ProgramExecutor:
                     f"unexpected keyword argument(s) {sorted(unknown)}; the program takes {expected}"
                 )
             kwargs = {k: kwargs[k] for k in expected if k in kwargs}
-        flat, spec = pytree.tree_flatten((args, kwargs))
+        # Dicts may come with their keys in any order (by-key access is unambiguous).
+        flat, spec = pytree.tree_flatten(_conform((args, kwargs), self._structure))
         if spec != self.in_spec:
             raise InputMismatchError(
                 f"inputs are structured as {describe_spec(spec)}, but the program was exported "
@@ -155,18 +232,32 @@ class ProgramExecutor:
 
     def run_flat(self, flat: list[Any]) -> list[Any]:
         """Run on flat user inputs; returns flat user outputs after applying write-backs."""
-        if self.check_inputs:
+        if self._check_inputs:
             self.checker.check(flat)
-        if self._state_first:
-            inputs = self._state + flat
-        else:
-            inputs = [self._state[i] if kind == "state" else flat[i] for kind, i in self._layout]
+        inputs = [source if kind == "state" else flat[source] for kind, source in self._sources]
         outs = self.plan.fn(inputs)
         for pos, kind, where in self._write_back:
             target = where if kind == "state" else flat[where]
             target.copy_(outs[pos])
         return [outs[i] for i in self._user_outputs]
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        flat = self.flatten_inputs(args, kwargs)
-        return pytree.tree_unflatten(self.run_flat(flat), self.out_spec)
+    # -- profiling -----------------------------------------------------------------
+
+    def profile(self, args: tuple, kwargs: dict, runs: int = 10) -> ProfileReport:
+        """Time every node over `runs` calls (after one warm-up call)."""
+        with self._lock:
+            fn, _, times = self._generate(self._check_inputs, instrument=True)
+        assert times is not None
+        fn(*args, **kwargs)
+        times.seconds = [0.0] * len(times.labels)
+        times.counts = [0] * len(times.labels)
+        total = 0.0
+        clock = torch.profiler.record_function
+        import time
+
+        for _ in range(runs):
+            start = time.perf_counter()
+            with clock("fxdelegate::call"):
+                fn(*args, **kwargs)
+            total += time.perf_counter() - start
+        return ProfileReport.from_times(times, total, runs)

@@ -1,12 +1,17 @@
-"""Turn an FX graph into a straight-line Python function, once, at load time.
+"""Turn an FX graph into straight-line Python, once, at load time.
 
-The generated function is what the executor calls on every run. Compared to
-walking the graph with ``torch.fx.Interpreter`` it does no per-node dispatch
-in Python: every operator is bound to a global name ahead of time (ATen ops to
-their C++ entry point, skipping ``OpOverload.__call__``), every argument is a
-local variable or a literal, and a value's last use is followed by ``del`` so
-its memory returns to the allocator as soon as possible. Delegate nodes call
-their region's runner directly with a flat list.
+The generated code is what the executor runs on every call. Compared with
+walking the graph with ``torch.fx.Interpreter``, it does no per-node dispatch
+in Python. Every operator is bound to a global name ahead of time; ATen ops
+are bound to their C++ entry point, which skips ``OpOverload.__call__``.
+Every argument is a local variable or a literal, and each value's last use
+is followed by ``del``, so its memory goes back to the allocator as soon as
+possible. Delegate nodes call their region's runner directly with a flat
+list.
+
+:class:`GraphCodegen` emits the body. :func:`build_plan` wraps it as
+``run_graph(inputs) -> outputs`` on flat lists; :mod:`.entry` wraps it as the
+program's full call, with pytree handling and input checks inlined.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import keyword
 import math
 import operator
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,36 +30,45 @@ from torch._ops import OpOverload
 from .lowered_module import delegate_key
 
 _LITERAL_TYPES = (bool, int, str, type(None))
+Runners = Mapping[str, Callable[[list[Any]], list[Any]]]
 
 
 @dataclass
-class GraphPlan:
-    """The generated function and its source (kept for debugging and profiling)."""
+class NodeTimes:
+    """Per-node wall time and call counts, filled by instrumented code."""
 
-    fn: Callable[[list[Any]], tuple[Any, ...]]
-    source: str
-    num_inputs: int
-    node_names: list[str]
+    labels: list[str]
+    seconds: list[float] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.seconds = [0.0] * len(self.labels)
+        self.counts = [0] * len(self.labels)
+
+    def add(self, index: int, seconds: float) -> None:
+        self.seconds[index] += seconds
+        self.counts[index] += 1
 
 
-class _Codegen:
-    def __init__(
-        self, graph: torch.fx.Graph, owner: torch.nn.Module | None, runners: Mapping[str, Callable]
-    ):
+class GraphCodegen:
+    """Emits the lines that run a graph's nodes, given how placeholders are named."""
+
+    def __init__(self, graph: torch.fx.Graph, owner: torch.nn.Module | None, runners: Runners):
         self.graph = graph
         self.owner = owner
         self.runners = runners
         self.globals: dict[str, Any] = {}
-        self.bound: dict[int, str] = {}  # id(callable/constant) -> global name
+        self._bound: dict[int, str] = {}  # id(object) -> global name
         self.var: dict[torch.fx.Node, str] = {}
-        self.lines: list[str] = []
+        self.times: NodeTimes | None = None
 
     def bind(self, obj: Any, prefix: str) -> str:
-        name = self.bound.get(id(obj))
+        """A global name for `obj` in the generated module."""
+        name = self._bound.get(id(obj))
         if name is None:
             name = f"{prefix}{len(self.globals)}"
             self.globals[name] = obj
-            self.bound[id(obj)] = name
+            self._bound[id(obj)] = name
         return name
 
     def literal(self, value: Any) -> str:
@@ -65,19 +80,15 @@ class _Codegen:
             return repr(value)
         if isinstance(value, (list, tuple)):
             inner = ", ".join(self.literal(v) for v in value)
-            if isinstance(value, tuple) and not hasattr(value, "_fields"):
+            if isinstance(value, tuple):
                 return f"({inner},)" if len(value) == 1 else f"({inner})"
-            if isinstance(value, list):
-                return f"[{inner}]"
+            return f"[{inner}]"
         if isinstance(value, dict):
-            return (
-                "{"
-                + ", ".join(f"{self.literal(k)}: {self.literal(v)}" for k, v in value.items())
-                + "}"
-            )
+            items = ", ".join(f"{self.literal(k)}: {self.literal(v)}" for k, v in value.items())
+            return "{" + items + "}"
         return self.bind(value, "_k")
 
-    def call_args(self, args: tuple, kwargs: dict) -> str:
+    def _call_args(self, args: tuple, kwargs: dict) -> str:
         parts = [self.literal(a) for a in args]
         for k, v in kwargs.items():
             if not k.isidentifier() or keyword.iskeyword(k):
@@ -85,16 +96,23 @@ class _Codegen:
             parts.append(f"{k}={self.literal(v)}")
         return ", ".join(parts)
 
-    def callee(self, target: Any) -> str:
+    def _callee(self, target: Any) -> str:
         if isinstance(target, OpOverload):
             # The C++ op handle: same semantics as OpOverload.__call__, one Python frame less.
             return self.bind(target._op, "_op")
         return self.bind(target, "_fn")
 
-    def emit(self) -> GraphPlan:
+    def body(
+        self, placeholder_names: Mapping[torch.fx.Node, str], instrument: bool = False
+    ) -> tuple[list[str], list[str]]:
+        """Lines running every node (indented 4 spaces) and the output expressions.
+
+        With `instrument`, each node is timed into :attr:`times` and wrapped in a
+        ``torch.profiler.record_function`` range named after it.
+        """
         nodes = list(self.graph.nodes)
-        last_use: dict[torch.fx.Node, torch.fx.Node] = {}
         delegate = torch.ops.higher_order.executorch_call_delegate
+        last_use: dict[torch.fx.Node, torch.fx.Node] = {}
         for node in nodes:
             args = node.all_input_nodes
             if node.op == "call_function" and node.target is delegate:
@@ -105,58 +123,109 @@ class _Codegen:
         for value, user in last_use.items():
             release_after.setdefault(user, []).append(value)
 
-        placeholders = [n for n in nodes if n.op == "placeholder"]
-        for i, node in enumerate(placeholders):
-            self.var[node] = f"v{i}"
-        lines = self.lines
-        if placeholders:
-            names = ", ".join(self.var[n] for n in placeholders)
-            lines.append(f"    ({names},) = inputs")
-        counter = len(placeholders)
-        node_names = []
+        self.var.update(placeholder_names)
+        lines: list[str] = []
+        labels: list[str] = []
+        outputs: list[str] = []
+        counter = 0
         for node in nodes:
             if node.op == "placeholder":
                 continue
             if node.op == "output":
-                lines.append(f"    return {self.literal(tuple(_as_tuple(node.args[0])))}")
+                outputs = [self.literal(v) for v in _as_tuple(node.args[0])]
                 break
-            if node.op == "get_attr" and all(u.target is delegate for u in node.users):
+            if (
+                node.op == "get_attr"
+                and node.users
+                and all(u.target is delegate for u in node.users)
+            ):
                 continue  # a lowered module: the delegate call binds its runner directly
-            var = f"v{counter}"
+            var = f"t{counter}"
             counter += 1
             self.var[node] = var
-            node_names.append(node.name)
-            if node.op == "get_attr":
-                attr = _fetch_attr(self.owner, node.target)  # type: ignore[arg-type]
-                lines.append(f"    {var} = {self.bind(attr, '_a')}")
-                continue
-            if node.op != "call_function":
-                raise ValueError(
-                    f"cannot execute node {node.name}: op {node.op!r} is not supported"
-                )
-            if node.target is operator.getitem and not node.kwargs:
-                src, index = node.args
-                lines.append(f"    {var} = {self.literal(src)}[{self.literal(index)}]")
-            elif node.target is delegate:
-                key = delegate_key(node.args[0], self.owner)
-                if key not in self.runners:
-                    raise KeyError(f"no runner loaded for delegate region {key!r}")
-                runner = self.bind(self.runners[key], "_d")
-                lines.append(f"    {var} = {runner}({self.literal(list(node.args[1:]))})")
+            statement, label = self._statement(node, var, delegate)
+            if instrument:
+                index = len(labels)
+                labels.append(label)
+                lines += [
+                    "    _t = _clock()",
+                    f"    with _range({label!r}):",
+                    f"        {statement}",
+                    f"    _times.add({index}, _clock() - _t)",
+                ]
             else:
-                lines.append(
-                    f"    {var} = {self.callee(node.target)}({self.call_args(node.args, node.kwargs)})"
-                )
+                lines.append(f"    {statement}")
             if not node.users:
                 lines.append(f"    del {var}")
-            released = [v for v in release_after.get(node, ()) if v.op != "placeholder"]
+            released = [
+                v for v in release_after.get(node, ()) if v.op != "placeholder" and v in self.var
+            ]
             if released:
                 lines.append(f"    del {', '.join(self.var[v] for v in released)}")
+        if instrument:
+            self.times = NodeTimes(labels)
+            self.globals.update(
+                _clock=time.perf_counter, _range=torch.profiler.record_function, _times=self.times
+            )
+        return lines, outputs
 
-        source = "def run_graph(inputs):\n" + "\n".join(lines) + "\n"
+    def _statement(self, node: torch.fx.Node, var: str, delegate: object) -> tuple[str, str]:
+        if node.op == "get_attr":
+            attr = _fetch_attr(self.owner, node.target)  # type: ignore[arg-type]
+            return f"{var} = {self.bind(attr, '_a')}", f"fxdelegate::get_attr {node.target}"
+        if node.op != "call_function":
+            raise ValueError(f"cannot execute node {node.name}: op {node.op!r} is not supported")
+        if node.target is operator.getitem and not node.kwargs:
+            src, index = node.args
+            return f"{var} = {self.literal(src)}[{self.literal(index)}]", "fxdelegate::getitem"
+        if node.target is delegate:
+            key = delegate_key(node.args[0], self.owner)
+            if key not in self.runners:
+                raise KeyError(f"no runner loaded for delegate region {key!r}")
+            runner = self.bind(self.runners[key], "_d")
+            return f"{var} = {runner}({self.literal(list(node.args[1:]))})", f"fxdelegate::{key}"
+        call = f"{var} = {self._callee(node.target)}({self._call_args(node.args, node.kwargs)})"
+        return call, f"fxdelegate::{_target_name(node.target)} ({node.name})"
+
+    def compile(self, source: str, name: str) -> Callable[..., Any]:
         namespace = dict(self.globals)
-        exec(compile(source, "<fxdelegate-plan>", "exec"), namespace)
-        return GraphPlan(namespace["run_graph"], source, len(placeholders), node_names)
+        exec(compile(source, f"<fxdelegate-{name}>", "exec"), namespace)
+        return namespace[name]
+
+
+@dataclass
+class GraphPlan:
+    """The generated flat function and its source (kept for debugging)."""
+
+    fn: Callable[[list[Any]], tuple[Any, ...]]
+    source: str
+    num_inputs: int
+
+
+def build_plan(
+    graph: torch.fx.Graph, runners: Runners | None = None, owner: torch.nn.Module | None = None
+) -> GraphPlan:
+    """``run_graph(inputs) -> outputs`` on flat lists.
+
+    `runners` maps delegate keys (``"<region>-<backend>"``) to loaded regions.
+    """
+    codegen = GraphCodegen(graph, owner, runners or {})
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    names = {node: f"v{i}" for i, node in enumerate(placeholders)}
+    lines, outputs = codegen.body(names)
+    prologue = [f"    ({', '.join(names.values())},) = inputs"] if placeholders else []
+    source = (
+        "def run_graph(inputs):\n"
+        + "\n".join([*prologue, *lines, f"    return ({''.join(o + ', ' for o in outputs)})"])
+        + "\n"
+    )
+    return GraphPlan(codegen.compile(source, "run_graph"), source, len(placeholders))
+
+
+def _target_name(target: Any) -> str:
+    if isinstance(target, OpOverload):
+        return str(target)
+    return getattr(target, "__name__", str(target))
 
 
 def _as_tuple(value: Any) -> tuple:
@@ -170,15 +239,3 @@ def _fetch_attr(owner: torch.nn.Module | None, target: str) -> Any:
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
-
-
-def build_plan(
-    graph: torch.fx.Graph,
-    runners: Mapping[str, Callable[[list[Any]], list[Any]]] | None = None,
-    owner: torch.nn.Module | None = None,
-) -> GraphPlan:
-    """Generate the straight-line function for `graph`.
-
-    `runners` maps delegate keys (``"<region>-<backend>"``) to loaded regions.
-    """
-    return _Codegen(graph, owner, runners or {}).emit()

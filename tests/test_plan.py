@@ -21,13 +21,12 @@ def test_generated_function_matches_fx_and_releases_values():
     for g, e_ in zip(got, expected):
         torch.testing.assert_close(g, e_)
     assert got[0].dtype == torch.float64
-    # b is dead after c: released right there; a is an output: never released
+    # b (t1) is dead after c (t2): released right there; a (t0) is an output: never released
     lines = plan.source.splitlines()
-    b_line = next(i for i, line in enumerate(lines) if "_op" in line and "(v1, v1)" in line)
-    assert "del v2" in lines[b_line + 2]
-    assert not any(
-        line.strip().startswith("del") and "v1" in line.split("del")[1].split(",") for line in lines
-    )
+    b_line = next(i for i, line in enumerate(lines) if "t1 = " in line)
+    assert "(t0, t0)" in lines[b_line]
+    assert lines[b_line + 2].strip() == "del t1"
+    assert not [line for line in lines if line.strip().startswith("del") and "t0" in line]
 
 
 def test_delegate_nodes_call_their_runner_with_a_flat_list():

@@ -1,0 +1,221 @@
+"""Generate a program's whole call as one Python function.
+
+``entry(*args, **kwargs)`` does in straight-line code what the generic path
+does with pytree calls and loops:
+
+* it unpacks the user's pytree by position and key, checking container types
+  and lengths;
+* it checks each tensor's class, dtype, device, rank, static sizes, dynamic
+  sizes against their ranges, and equal dims;
+* it runs the graph body (:mod:`.plan`) with weights bound as globals;
+* it writes mutated buffers and inputs back, and builds the output pytree
+  literally.
+
+Whenever something does not match, it hands the call to the generic path,
+which gives the detailed error or handles the rare valid input the fast path
+does not cover (a tensor subclass, say). Programs whose pytrees use other
+container types get no fast path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sympy
+import torch
+import torch.utils._pytree as pytree
+
+from .input_check import InputChecker, ScalarSpec, TensorSpec
+from .plan import GraphCodegen, NodeTimes, Runners
+
+
+class NoFastPath(Exception):
+    """The program's pytree structure is outside what the generated entry supports."""
+
+
+class _EntryWriter:
+    def __init__(self, codegen: GraphCodegen):
+        self.cg = codegen
+        self.lines: list[str] = []
+        self._temps = 0
+
+    def temp(self) -> str:
+        self._temps += 1
+        return f"_p{self._temps}"
+
+    def fail_if(self, condition: str) -> None:
+        self.lines.append(f"    if {condition}:")
+        self.lines.append("        return _slow(args, kwargs)")
+
+    def unpack(self, expr: str, node: Any, leaf_names: dict[int, str]) -> None:
+        if isinstance(node, int) and not isinstance(node, bool):
+            name = f"u{node}"
+            leaf_names[node] = name
+            self.lines.append(f"    {name} = {expr}")
+            return
+        if node is None:
+            self.fail_if(f"{expr} is not None")
+            return
+        kind = type(node)
+        if kind in (tuple, list):
+            name = self.temp()
+            self.lines.append(f"    {name} = {expr}")
+            self.fail_if(f"{name}.__class__ is not {kind.__name__} or len({name}) != {len(node)}")
+            for i, child in enumerate(node):
+                self.unpack(f"{name}[{i}]", child, leaf_names)
+            return
+        if kind is dict:
+            name = self.temp()
+            keys = self.cg.bind(frozenset(node), "_keys")
+            self.lines.append(f"    {name} = {expr}")
+            self.fail_if(f"{name}.__class__ is not dict or {name}.keys() != {keys}")
+            for key, child in node.items():
+                self.unpack(f"{name}[{self.cg.literal(key)}]", child, leaf_names)
+            return
+        raise NoFastPath(f"container {kind.__name__} in the input structure")
+
+    def check_inputs(
+        self,
+        specs: Sequence[TensorSpec | ScalarSpec],
+        checker: InputChecker,
+        leaf_names: dict[int, str],
+    ) -> None:
+        cg = self.cg
+        tensor = cg.bind(torch.Tensor, "_Tensor")
+        bound: set[sympy.Symbol] = set()
+        derived = False
+        for i, spec in enumerate(specs):
+            name = leaf_names[i]
+            if isinstance(spec, ScalarSpec):
+                self.fail_if(
+                    f"{name}.__class__ is not {cg.bind(type(spec.value), '_type')} or {name} != {cg.literal(spec.value)}"
+                )
+                continue
+            self.fail_if(
+                f"{name}.__class__ is not {tensor} or {name}.dtype is not {cg.bind(spec.dtype, '_dtype')}"
+                f" or {_device_mismatch(name, spec.device, cg)}"
+            )
+            shape = self.temp()
+            self.lines.append(f"    {shape} = {name}.shape")
+            static = [
+                f"{shape}[{d}] != {size}"
+                for d, size in enumerate(spec.sizes)
+                if isinstance(size, int)
+            ]
+            self.fail_if(" or ".join([f"len({shape}) != {len(spec.sizes)}", *static]))
+            for d, size in enumerate(spec.sizes):
+                if isinstance(size, int):
+                    continue
+                if not isinstance(size, sympy.Symbol):
+                    derived = True
+                    continue
+                var = f"_sym_{size.name}"
+                if size in bound:
+                    self.fail_if(f"{shape}[{d}] != {var}")
+                    continue
+                bound.add(size)
+                self.lines.append(f"    {var} = {shape}[{d}]")
+                rng = checker.ranges.get(size)
+                tests = []
+                if rng is not None and rng.lower is not None:
+                    tests.append(f"{var} < {rng.lower}")
+                if rng is not None and rng.upper is not None:
+                    tests.append(f"{var} > {rng.upper}")
+                if tests:
+                    self.fail_if(" or ".join(tests))
+        if derived:
+            # Sizes like 2*b: the generic checker solves and explains them.
+            check = cg.bind(checker.check, "_check_all")
+            self.lines.append(
+                f"    {check}([{', '.join(leaf_names[i] for i in range(len(specs)))}])"
+            )
+
+
+def _device_mismatch(name: str, device: torch.device, cg: GraphCodegen) -> str:
+    if device.type == "cpu":
+        return f"not {name}.is_cpu"
+    if device.type == "cuda" and device.index is not None:
+        return f"not {name}.is_cuda or {name}.get_device() != {device.index}"
+    return f"{name}.device != {cg.bind(device, '_device')}"
+
+
+def _build_output(node: Any, outputs: list[str], cg: GraphCodegen) -> str:
+    if isinstance(node, int) and not isinstance(node, bool):
+        return outputs[node]
+    if node is None:
+        return "None"
+    kind = type(node)
+    if kind is tuple:
+        inner = ", ".join(_build_output(c, outputs, cg) for c in node)
+        return f"({inner},)" if len(node) == 1 else f"({inner})"
+    if kind is list:
+        return "[" + ", ".join(_build_output(c, outputs, cg) for c in node) + "]"
+    if kind is dict:
+        return (
+            "{"
+            + ", ".join(
+                f"{cg.literal(k)}: {_build_output(v, outputs, cg)}" for k, v in node.items()
+            )
+            + "}"
+        )
+    raise NoFastPath(f"container {kind.__name__} in the output structure")
+
+
+def build_entry(
+    graph: torch.fx.Graph,
+    owner: torch.nn.Module | None,
+    runners: Runners,
+    *,
+    in_spec: pytree.TreeSpec,
+    out_spec: pytree.TreeSpec,
+    placeholder_sources: Sequence[tuple[str, Any]],
+    write_backs: Sequence[tuple[int, str, Any]],
+    user_outputs: Sequence[int],
+    checker: InputChecker | None,
+    slow: Callable[[tuple, dict], Any],
+    instrument: bool = False,
+) -> tuple[Callable[..., Any], str, NodeTimes | None]:
+    """The generated ``entry(*args, **kwargs)``; raises :class:`NoFastPath` when
+    the program's pytrees use containers it does not handle.
+
+    `placeholder_sources` gives, per placeholder in order, ``("state", tensor)``
+    or ``("user", flat_index)``.
+    """
+    cg = GraphCodegen(graph, owner, runners)
+    writer = _EntryWriter(cg)
+    structure = pytree.tree_unflatten(list(range(in_spec.num_leaves)), in_spec)
+    if not (type(structure) is tuple and len(structure) == 2 and type(structure[1]) is dict):
+        raise NoFastPath("inputs are not (args, kwargs)")
+    args_structure, kwargs_structure = structure
+    leaf_names: dict[int, str] = {}
+    writer.fail_if(f"len(args) != {len(args_structure)}")
+    if kwargs_structure:
+        writer.fail_if(f"kwargs.keys() != {cg.bind(frozenset(kwargs_structure), '_keys')}")
+    else:
+        writer.fail_if("kwargs")
+    for i, child in enumerate(args_structure):
+        writer.unpack(f"args[{i}]", child, leaf_names)
+    for key, child in kwargs_structure.items():
+        writer.unpack(f"kwargs[{key!r}]", child, leaf_names)
+    if checker is not None:
+        writer.check_inputs(checker.specs, checker, leaf_names)
+
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    names: dict[torch.fx.Node, str] = {}
+    for node, (kind, source) in zip(placeholders, placeholder_sources):
+        names[node] = cg.bind(source, "_s") if kind == "state" else leaf_names[source]
+    body, outputs = cg.body(names, instrument=instrument)
+    epilogue = []
+    for pos, kind, where in write_backs:
+        target = cg.bind(where, "_s") if kind == "state" else leaf_names[where]
+        epilogue.append(f"    {target}.copy_({outputs[pos]})")
+    out_structure = pytree.tree_unflatten(list(range(out_spec.num_leaves)), out_spec)
+    result = _build_output(out_structure, [outputs[i] for i in user_outputs], cg)
+    cg.globals["_slow"] = slow
+    source = (
+        "def entry(*args, **kwargs):\n"
+        + "\n".join([*writer.lines, *body, *epilogue, f"    return {result}"])
+        + "\n"
+    )
+    return cg.compile(source, "entry"), source, cg.times
