@@ -21,6 +21,7 @@ from fxdelegate.partitioner import OpSet
 from fxdelegate.partitioner.op_support import OpSelector
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary, executor_ops_of
 from fxdelegate.passes import LoweringContext, prepare_program, run_lowering_passes
+from fxdelegate.passes.compile_cache import default_cache_dir
 from fxdelegate.passes.context import CONTEXT_KEY
 from fxdelegate.runtime.archive import read_archive
 from fxdelegate.runtime.backend import get_compiler, get_runtime
@@ -40,6 +41,9 @@ def lower(
     *,
     compile_options: dict[str, Any] | None = None,
     check_inputs: bool = True,
+    cache_dir: str | os.PathLike[str] | bool | None = None,
+    strict: bool = False,
+    compile_workers: int | None = None,
 ) -> DelegatedProgram:
     """Partition `exported_program`, compile each region with `backend`, and return
     a callable program whose delegate nodes run the compiled regions.
@@ -53,6 +57,10 @@ def lower(
         min_partition_size: regions with fewer compute nodes stay in the executor.
         compile_options: passed to the backend compiler (for ``aoti``: inductor configs).
         check_inputs: check every call's inputs against the exported specs.
+        cache_dir: where compiled regions are cached; None means ``$FXDELEGATE_CACHE_DIR``
+            or ``~/.cache/fxdelegate``; False disables the cache.
+        strict: raise when a region fails to compile, instead of leaving it in the executor.
+        compile_workers: processes compiling distinct regions at once (default: one per core).
     """
     compiler = get_compiler(backend)
     get_runtime(backend)
@@ -72,6 +80,12 @@ def lower(
         raise InvalidArgumentError(
             f"min_partition_size must be an int >= 1, got {min_partition_size!r}"
         )
+    if cache_dir is True or cache_dir is None:
+        cache_dir = default_cache_dir()
+    if compile_workers is not None and (
+        not isinstance(compile_workers, int) or compile_workers < 1
+    ):
+        raise InvalidArgumentError(f"compile_workers must be an int >= 1, got {compile_workers!r}")
     if compile_options is not None and not isinstance(compile_options, dict):
         raise InvalidArgumentError(
             f"compile_options must be a dict, got {type(compile_options).__name__}"
@@ -92,6 +106,9 @@ def lower(
         state_dict=dict(prepared.state_dict),
         constants=dict(prepared.constants),
         range_constraints=dict(prepared.range_constraints),
+        cache_dir=os.fspath(cache_dir) if cache_dir else None,
+        strict=strict,
+        compile_workers=compile_workers,
     )
     graph_module = prepared.graph_module
     try:
@@ -152,9 +169,45 @@ def _summarize(context: LoweringContext, program: ExportedProgram) -> LoweringSu
     ]
     result = context.partition_result
     reasons = {r.node.name: r.explain() for r in result.rejected} if result else {}
+    snapshot = context.graph_snapshot
+    for name, error in context.failed_regions.items():
+        why = f"{name} failed to compile ({error})"
+        failed = next(p for p in result.partitions if p.name == name)  # type: ignore[union-attr]
+        reasons.update({n.name: why for n in failed.nodes})
+        for entry in snapshot["nodes"] if snapshot else []:
+            if entry[3] == name:
+                entry[3], entry[4] = None, why
     return LoweringSummary(
-        context.backend_id, regions, executor_ops_of(program.graph, reasons), context.graph_snapshot
+        context.backend_id,
+        regions,
+        executor_ops_of(program.graph, reasons),
+        context.graph_snapshot,
+        context.compile_stats or None,
     )
+
+
+def _bound_constants(program: ExportedProgram, artifact: Any, path: str) -> dict[str, torch.Tensor]:
+    """The program's tensors a region binds, checked against what it was compiled for."""
+    constants = {}
+    for entry in artifact.meta.get("constants", []):
+        try:
+            name, fqn, shape, dtype = entry
+        except (TypeError, ValueError):
+            raise ArchiveError(
+                f"{path}: region {artifact.key} lists a malformed weight entry {entry!r}"
+            ) from None
+        tensor = program.state_dict.get(fqn, program.constants.get(fqn))
+        if not isinstance(tensor, torch.Tensor):
+            raise ArchiveError(
+                f"{path}: region {artifact.key} needs weight {fqn!r}, which the archive lacks"
+            )
+        if list(tensor.shape) != list(shape) or str(tensor.dtype).removeprefix("torch.") != dtype:
+            raise ArchiveError(
+                f"{path}: weight {fqn!r} is {tuple(tensor.shape)} {tensor.dtype} in the archive, but region "
+                f"{artifact.key} was compiled for {tuple(shape)} {dtype}"
+            )
+        constants[name] = tensor
+    return constants
 
 
 def load(path: str | os.PathLike[str], *, check_inputs: bool = True) -> DelegatedProgram:
@@ -165,7 +218,8 @@ def load(path: str | os.PathLike[str], *, check_inputs: bool = True) -> Delegate
     contents = read_archive(path)
     runners = {}
     for key, artifact in contents.artifacts.items():
-        runners[key] = get_runtime(artifact.backend_id).load(artifact)
+        constants = _bound_constants(contents.program, artifact, contents.path)
+        runners[key] = get_runtime(artifact.backend_id).load(artifact, constants)
     delegate = torch.ops.higher_order.executorch_call_delegate
     for node in contents.program.graph.nodes:
         if node.op == "call_function" and node.target is delegate:

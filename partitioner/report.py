@@ -44,6 +44,8 @@ class LoweringSummary:
     executor_ops: list[ExecutorOp]
     # Snapshot of the partitioned graph for pictures (see graph_picture.py).
     graph: dict[str, Any] | None = None
+    # Compile counts and time: regions, distinct, cache_hits, compiled, failed, seconds.
+    compile: dict[str, Any] | None = None
 
     @property
     def delegated_nodes(self) -> int:
@@ -63,6 +65,7 @@ class LoweringSummary:
             regions=[RegionSummary(**r) for r in data["regions"]],
             executor_ops=[ExecutorOp(**o) for o in data["executor_ops"]],
             graph=data.get("graph"),
+            compile=data.get("compile"),
         )
 
     @property
@@ -110,6 +113,14 @@ class LoweringSummary:
         if reasons:
             lines += ["", "Executor ops by reason"]
             lines += _table([["reason", "count"]] + [[k, str(v)] for k, v in reasons.most_common()])
+        if self.compile:
+            c = self.compile
+            lines += [
+                "",
+                f"Compile: {c['regions']} region(s), {c['distinct']} distinct structure(s); "
+                f"{c['cache_hits']} from the compile cache, {c['compiled']} compiled, {c['failed']} failed "
+                f"({c['seconds']} s)",
+            ]
         weights = sum(r.owned_bytes for r in self.regions)
         lines += [
             "",

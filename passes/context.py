@@ -67,6 +67,12 @@ class LoweringContext:
     regions: list[RegionRecord] = field(default_factory=list)
     # Nodes and edges of the partitioned graph, for the report's picture.
     graph_snapshot: dict[str, Any] | None = None
+    # Compile settings: cache folder (None: no cache), failure policy, parallelism.
+    cache_dir: str | None = None
+    strict: bool = False
+    compile_workers: int | None = None
+    failed_regions: dict[str, str] = field(default_factory=dict)  # region -> compiler error
+    compile_stats: dict[str, Any] = field(default_factory=dict)
 
     def region(self, name: str) -> RegionRecord:
         for r in self.regions:

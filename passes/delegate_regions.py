@@ -21,7 +21,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from fxdelegate.partitioner.symbolic import is_pure_size_op
 from fxdelegate.runtime.lowered_module import LoweredBackendModule
 
-from .context import EXECUTOR, get_context
+from .context import get_context
 from .graph_order import stable_topological_sort
 from .tag_regions import REGION_TAG
 
@@ -70,20 +70,19 @@ class DelegateRegionsPass(PassBase):
             for node in reversed(record.partition.nodes):
                 graph.erase_node(node)
 
-        # State that moved into a region leaves the parent.
-        moved = {t for t, owner in (ctx.owners or {}).items() if owner != EXECUTOR}
+        # A region's own weights stop being graph inputs; they stay in the program's
+        # state (stored once) and are bound to the region when it is loaded.
+        bound = {fqn for record in ctx.regions for fqn in record.owned_state}
         kept_inputs = []
         for node, spec in zip(
             [n for n in graph.nodes if n.op == "placeholder"], ctx.signature.input_specs
         ):
-            if spec.target in moved:
+            if spec.target in bound:
                 if node.users:
                     raise AssertionError(
-                        f"{spec.target} moved into a region but {node.name} is still used"
+                        f"{spec.target} is bound to a region but {node.name} is still used"
                     )
                 graph.erase_node(node)
-                ctx.state_dict.pop(spec.target, None)
-                ctx.constants.pop(spec.target, None)
             else:
                 kept_inputs.append(spec)
         # Size computations whose only users were region nodes are dead now.

@@ -118,24 +118,25 @@ def outline_region(
     input_specs: list[InputSpec] = []
     state_dict: dict[str, torch.Tensor] = {}
     constants: dict[str, object] = {}
-    for value in owned:
+    owned_fqns = []
+    for i, value in enumerate(owned):
         spec = specs_by_name[value.name]
         env[value] = _placeholder(graph, value)
+        # Canonical names: the compiled region must not depend on which block it came from.
+        name = constant_name(i)
+        owned_fqns.append(spec.target)
         input_specs.append(
             InputSpec(
-                spec.kind,
-                TensorArgument(value.name),
-                spec.target,
-                getattr(spec, "persistent", None),
+                spec.kind, TensorArgument(env[value].name), name, getattr(spec, "persistent", None)
             )
         )
         if spec.kind == InputKind.PARAMETER or (spec.kind == InputKind.BUFFER and spec.persistent):
-            state_dict[spec.target] = ctx.state_dict[spec.target]  # type: ignore[index]
+            state_dict[name] = ctx.state_dict[spec.target]  # type: ignore[index]
         else:
-            constants[spec.target] = ctx.constants[spec.target]  # type: ignore[index]
+            constants[name] = ctx.constants[spec.target]  # type: ignore[index]
     for value in runtime:
         env[value] = _placeholder(graph, value)
-        input_specs.append(InputSpec(InputKind.USER_INPUT, TensorArgument(value.name), None))
+        input_specs.append(InputSpec(InputKind.USER_INPUT, TensorArgument(env[value].name), None))
 
     region_sizes = {sym: (env[node], dim) for sym, (node, dim) in local_sizes.items()}
     builder = SizeExprBuilder(graph, region_sizes)  # type: ignore[arg-type]
@@ -168,7 +169,13 @@ def outline_region(
     )
     record.inputs = runtime
     record.outputs = outputs
+    record.owned_state = owned_fqns
     record.example_inputs = example_inputs
+
+
+def constant_name(index: int) -> str:
+    """Name of a region's `index`-th own weight inside the region's program."""
+    return f"weight_{index}"
 
 
 def _placeholder(graph: torch.fx.Graph, value: torch.fx.Node) -> torch.fx.Node:

@@ -35,22 +35,23 @@ class VerifyDelegatedGraphPass(PassBase):
         if len(ctx.signature.output_specs) != len(returned):
             problems.append("output spec count differs from returned values")
 
-        referenced = {s.target for s in ctx.signature.input_specs if s.kind != InputKind.USER_INPUT}
-        for key in list(ctx.state_dict) + list(ctx.constants):
-            if key not in referenced:
-                problems.append(f"orphan state {key!r}: stored but no input reads it")
-        region_state: dict[str, str] = {}
+        # Every piece of state is read by exactly one owner: a graph input of the
+        # executor, or one region that binds it at load time.
+        read_by: dict[str, str] = {}
+        for spec in ctx.signature.input_specs:
+            if spec.kind != InputKind.USER_INPUT and spec.target is not None:
+                read_by[spec.target] = "the executor"
         for record in ctx.regions:
-            program = record.program
-            assert program is not None
-            for key in list(program.state_dict) + list(program.constants):
-                if key in ctx.state_dict or key in ctx.constants:
-                    problems.append(f"{key!r} is owned by both {record.name} and the executor")
-                if key in region_state:
-                    problems.append(
-                        f"{key!r} is owned by both {region_state[key]} and {record.name}"
-                    )
-                region_state[key] = record.name
+            for fqn in record.owned_state:
+                if fqn in read_by:
+                    problems.append(f"{fqn!r} is owned by both {read_by[fqn]} and {record.name}")
+                read_by[fqn] = record.name
+        for key in list(ctx.state_dict) + list(ctx.constants):
+            if key not in read_by:
+                problems.append(f"orphan state {key!r}: stored but nothing reads it")
+        for fqn, owner in read_by.items():
+            if fqn not in ctx.state_dict and fqn not in ctx.constants:
+                problems.append(f"{owner} reads {fqn!r}, which the program does not store")
 
         delegate = torch.ops.higher_order.executorch_call_delegate
         calls = [n for n in graph.nodes if n.op == "call_function" and n.target is delegate]

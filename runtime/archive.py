@@ -57,6 +57,9 @@ def write_archive(
         raise ArchiveError(f"archive path must end in .pt2, got {path!r}")
     programs: dict[str, ExportedProgram] = {MODEL_NAME: program}
     region_members: list[tuple[str, bytes]] = []
+    # Regions of identical structure share one compiled package: store it once.
+    stored: dict[tuple[str | None, str | None], str] = {}
+    package_keys: dict[str, str] = {}
     for artifact in artifacts:
         runtime = get_runtime(artifact.backend_id)
         if runtime.stores_program:
@@ -64,13 +67,25 @@ def write_archive(
                 raise ArchiveError(f"region {artifact.key} has no program to store")
             programs[artifact.key] = artifact.program
         if runtime.archive_dir:
-            region_members += _region_members(artifact, runtime.archive_dir)
+            source = (artifact.package_path, artifact.package_key)
+            if source not in stored:
+                stored[source] = artifact.key
+                region_members += _region_members(artifact, runtime.archive_dir, artifact.key)
+            package_keys[artifact.key] = stored[source]
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "torch_version": torch.__version__,
         "model": MODEL_NAME,
-        "regions": [{"key": a.key, "backend_id": a.backend_id, "meta": a.meta} for a in artifacts],
+        "regions": [
+            {
+                "key": a.key,
+                "backend_id": a.backend_id,
+                "package_key": package_keys.get(a.key),
+                "meta": a.meta,
+            }
+            for a in artifacts
+        ],
         **metadata,
     }
     tmp = path + ".partial"
@@ -82,14 +97,18 @@ def write_archive(
     os.replace(tmp, path)
 
 
-def _region_members(artifact: RegionArtifact, archive_dir: str) -> list[tuple[str, bytes]]:
-    """Every file of one region, read from wherever the artifact lives now."""
+def _region_members(
+    artifact: RegionArtifact, archive_dir: str, name: str
+) -> list[tuple[str, bytes]]:
+    """Every file of one compiled package, read from wherever it lives now, renamed under `name`."""
     if artifact.package_path is None:
         raise ArchiveError(f"region {artifact.key} has no package to copy files from")
-    prefix = f"data/{archive_dir}/{artifact.key}/"
+    prefix = f"data/{archive_dir}/{artifact.package_key or artifact.key}/"
     with PT2ArchiveReader(artifact.package_path) as reader:
         members = [
-            (n, reader.read_bytes(n)) for n in reader.get_file_names() if n.startswith(prefix)
+            (f"data/{archive_dir}/{name}/{n[len(prefix) :]}", reader.read_bytes(n))
+            for n in reader.get_file_names()
+            if n.startswith(prefix)
         ]
     if not members:
         raise ArchiveError(
@@ -159,6 +178,7 @@ def read_archive(path: str | os.PathLike[str]) -> ArchiveContents:
             key,
             region["backend_id"],
             package_path=path,
+            package_key=region.get("package_key") or key,
             program=programs.get(key),
             meta=region.get("meta", {}),
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,13 +41,21 @@ class RegionArtifact:
 
     key: str
     backend_id: str
-    # A zip file (a per-region package, or the program's own archive) holding
-    # this region's files under ``data/<archive_dir>/<key>/``.
+    # A zip file (a compile-cache package, or the program's own archive) holding
+    # this region's files under ``data/<archive_dir>/<package_key>/``. Regions
+    # with identical structure share one package and one package_key.
     package_path: str | None = None
+    package_key: str | None = None
     # The region's ExportedProgram, for backends that store or run the graph itself.
     program: ExportedProgram | None = None
-    # JSON-serializable facts the runtime half needs (saved in the archive).
+    # JSON-serializable facts the runtime half needs (saved in the archive), e.g.
+    # "constants": [[name in the compiled code, program FQN, shape, dtype], ...].
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def constant_bindings(self) -> list[tuple[str, str]]:
+        """(name inside the compiled region, FQN in the program's state) pairs."""
+        return [(c[0], c[1]) for c in self.meta.get("constants", [])]
 
 
 @dataclass
@@ -63,7 +71,11 @@ class RegionToCompile:
 
 
 class BackendRuntime(ABC):
-    """Runtime half: load an artifact, execute it on flat inputs."""
+    """Runtime half: load an artifact, execute it on flat inputs.
+
+    A region's own weights are not inputs: `load` receives them as
+    `constants` (keyed by their names inside the region) and binds them once.
+    """
 
     backend_id: str
     # Folder under data/ that holds this backend's files in an archive
@@ -76,7 +88,7 @@ class BackendRuntime(ABC):
         return True
 
     @abstractmethod
-    def load(self, artifact: RegionArtifact) -> Runner:
+    def load(self, artifact: RegionArtifact, constants: Mapping[str, Any]) -> Runner:
         """Return the handle for one region: a callable on a flat input list."""
 
     def execute(self, handle: Runner, inputs: list[Any]) -> list[Any]:
@@ -84,9 +96,17 @@ class BackendRuntime(ABC):
 
 
 class BackendCompiler(ABC):
-    """Compile half: turn one outlined region into an artifact."""
+    """Compile half: turn one outlined region into an artifact.
+
+    The artifact must not depend on the values of the region's weights (they
+    are bound at load time), so that identical regions share it.
+    """
 
     backend_id: str
+    # Artifacts are packages worth keeping in the content-addressed compile cache.
+    cacheable: bool = False
+    # `compile` may run in a separate process (the compiler is importable by path).
+    parallel_safe: bool = False
 
     def is_available(self) -> bool:
         return True

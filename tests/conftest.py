@@ -1,7 +1,8 @@
 """Shared fixtures. AOTInductor compiles are slow on CPU (seconds each), so:
 
-* the inductor cache is one persistent folder for every session (gitignored:
-  ``.cache/inductor`` in the checkout, or ``$FXDELEGATE_TEST_CACHE``);
+* inductor's cache and fxdelegate's compile cache are persistent folders
+  shared by every session (gitignored: ``.cache/`` in the checkout, or
+  ``$FXDELEGATE_TEST_CACHE``);
 * programs compiled through real AOTInductor are session fixtures reused by
   every test that needs them;
 * pass-level tests use the ``reference`` backend.
@@ -16,6 +17,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CACHE = pathlib.Path(os.environ.get("FXDELEGATE_TEST_CACHE", ROOT / ".cache"))
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(CACHE / "inductor"))
+os.environ.setdefault("FXDELEGATE_CACHE_DIR", str(CACHE / "fxdelegate"))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import pytest  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 import fxdelegate
 from fxdelegate.demo import demo_inputs
 from fxdelegate.errors import InputMismatchError
-from fxdelegate.runtime.archive import archive_members
+from fxdelegate.runtime.archive import archive_members, read_metadata
 from models import Counter, nested_inputs
 
 pytestmark = pytest.mark.aoti
@@ -54,15 +54,26 @@ def test_nested_pytrees_and_kwargs(nested_aoti, nested_model):
         torch.testing.assert_close(nested_aoti(*args, **kwargs), nested_model(*args, **kwargs))
 
 
-def test_archive_layout(demo_archive, demo_aoti):
+def test_archive_layout_stores_each_distinct_region_and_each_weight_once(demo_archive, demo_aoti):
     names = [n for n, _ in archive_members(demo_archive)]
     assert "models/model.json" in names and "extra/fxdelegate.json" in names
-    for region in demo_aoti.partitions:
-        files = [n for n in names if n.startswith(f"data/aotinductor/{region.name}-aoti/")]
-        assert any(f.endswith(".so") for f in files), files
+    regions = {r["key"]: r for r in read_metadata(demo_archive)["regions"]}
+    # blocks 1 and 2 are identical in structure: one compiled library serves both
+    assert (
+        regions["region_1-aoti"]["package_key"]
+        == regions["region_2-aoti"]["package_key"]
+        == "region_1-aoti"
+    )
+    folders = {n.split("/")[2] for n in names if n.startswith("data/aotinductor/")}
+    assert folders == {"region_0-aoti", "region_1-aoti", "region_3-aoti"}
+    for folder in folders:
+        assert any(n.startswith(f"data/aotinductor/{folder}/") and n.endswith(".so") for n in names)
     assert not [
         n for n in names if n.startswith("models/region_")
     ]  # AOTI regions keep no graph copy
+    # every weight of the model is stored exactly once, in the program's state
+    bound = [c[1] for r in regions.values() for c in r["meta"]["constants"]]
+    assert len(bound) == len(set(bound)) == len(demo_aoti.exported_program.state_dict)
 
 
 LOAD_AND_RUN = textwrap.dedent(

@@ -27,9 +27,9 @@ class CountingRuntime(ReferenceRuntime):
     def __init__(self):
         self.loaded = []
 
-    def load(self, artifact):
+    def load(self, artifact, constants):
         self.loaded.append(artifact.key)
-        return super().load(artifact)
+        return super().load(artifact, constants)
 
 
 def test_each_region_is_compiled_once_and_loaded():
@@ -69,11 +69,19 @@ class FailingCompiler(CountingCompiler):
         raise BackendCompileError(f"cannot compile {region.name}")
 
 
-def test_compile_failure_reaches_the_user_unwrapped():
+def test_compile_failure_falls_back_to_the_executor_or_raises_when_strict():
     register_backend("failing", runtime=CountingRuntime(), compiler=FailingCompiler(), replace=True)
-    ep = torch.export.export(SkipEdges(), (torch.randn(5),))
+    model = SkipEdges()
+    ep = torch.export.export(model, (torch.randn(5),))
+    with pytest.warns(UserWarning, match="failing failed to compile region_0"):
+        prog = fxdelegate.lower(ep, backend="failing", exclude_ops=["aten.gelu"])
+    assert prog.partitions == []
+    x = torch.randn(5)
+    torch.testing.assert_close(prog(x), model(x))
+    report = prog.report()
+    assert "region_0 failed to compile (BackendCompileError: cannot compile region_0)" in report
     with pytest.raises(BackendCompileError, match="cannot compile region_0"):
-        fxdelegate.lower(ep, backend="failing")
+        fxdelegate.lower(ep, backend="failing", strict=True)
 
 
 def test_unknown_and_runtime_only_backends():
@@ -84,7 +92,7 @@ def test_unknown_and_runtime_only_backends():
     class RuntimeOnly(BackendRuntime):
         backend_id = "runtime_only"
 
-        def load(self, artifact):
+        def load(self, artifact, constants):
             raise AssertionError
 
     register_backend("runtime_only", runtime=RuntimeOnly(), replace=True)

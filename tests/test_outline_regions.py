@@ -38,7 +38,8 @@ def test_regions_get_flat_inputs_owned_weights_and_keep_dynamic_dims():
         InputKind.PARAMETER,
         InputKind.USER_INPUT,
     ]
-    assert set(first.program.state_dict) == {"lin.weight", "lin.bias"}
+    assert set(first.program.state_dict) == {"weight_0", "weight_1"}  # canonical names
+    assert sorted(first.owned_state) == ["lin.bias", "lin.weight"]
     for record in ctx.regions:
         program = record.program
         in_spec, out_spec = program.call_spec.in_spec, program.call_spec.out_spec
@@ -68,7 +69,13 @@ def test_region_programs_compute_what_the_parent_computed():
         upto=OutlineRegionsPass,
     )
     model = Block()
-    model.load_state_dict({k: v for r in ctx.regions for k, v in r.program.state_dict.items()})
+    model.load_state_dict(
+        {
+            fqn: r.program.state_dict[f"weight_{i}"]
+            for r in ctx.regions
+            for i, fqn in enumerate(r.owned_state)
+        }
+    )
     x = torch.randn(7, 4)
     h = ProgramExecutor(ctx.regions[0].program)(x)[0]
     torch.testing.assert_close(h, model.lin(x))
@@ -97,3 +104,14 @@ def test_symbol_missing_from_region_inputs_is_read_from_a_graph_input():
     w = torch.randn(1, 4)
     (out,) = ProgramExecutor(program)(torch.nn.functional.gelu(w), x)
     torch.testing.assert_close(out, SizeFromElsewhere()(x, w))
+
+
+def test_placeholder_names_that_shadow_builtins_survive_outlining():
+    import fxdelegate
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.GELU(), torch.nn.Linear(4, 2))
+    ep = torch.export.export(model, (torch.randn(3, 4),))
+    assert any(n.name == "input" for n in ep.graph.nodes)  # nn.Sequential names its input "input"
+    prog = fxdelegate.lower(ep, backend="reference", exclude_ops=["aten.gelu"])
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(prog(x), model(x))

@@ -30,10 +30,10 @@ def test_orphan_state_is_reported():
 
 def test_state_owned_twice_is_reported():
     gm, ctx = _delegated()
-    owned = next(r for r in ctx.regions if r.program.state_dict)
-    key = next(iter(owned.program.state_dict))
-    ctx.state_dict[key] = owned.program.state_dict[key]
-    with pytest.raises(AssertionError, match=f"'{key}' is owned by both"):
+    owner = next(r for r in ctx.regions if r.owned_state)
+    other = next(r for r in ctx.regions if r is not owner)
+    other.owned_state.append(owner.owned_state[0])
+    with pytest.raises(AssertionError, match=f"'{owner.owned_state[0]}' is owned by both"):
         VerifyDelegatedGraphPass()(gm)
 
 

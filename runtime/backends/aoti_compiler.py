@@ -1,4 +1,4 @@
-"""AOTInductor compiler half: compile one outlined region into a per-region package."""
+"""AOTInductor compiler half: compile one outlined region into a package."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ from fxdelegate.errors import BackendCompileError
 
 from ..backend import BackendCompiler, RegionArtifact, RegionToCompile
 
+# Name of the compiled model inside a freshly built package.
+PACKAGE_KEY = "model"
+
 
 class AOTICompiler(BackendCompiler):
     backend_id = "aoti"
+    cacheable = True
+    parallel_safe = True
 
     def compile(
         self, region: RegionToCompile, options: dict[str, Any], workdir: str
@@ -22,7 +27,15 @@ class AOTICompiler(BackendCompiler):
         from torch._inductor import aot_compile
 
         key = region.key(self.backend_id)
-        config = {**options, "aot_inductor.package": True}
+        # Weights stay out of the library: they are bound at load time, so the
+        # artifact serves every region of the same structure and stores no weights.
+        config = {
+            **options,
+            "aot_inductor.package": True,
+            "aot_inductor.package_constants_in_so": False,
+            # and out of the generated code: inductor inlines small ones as literals.
+            "always_keep_tensor_constants": True,
+        }
         try:
             module = region.program.module()
             files = aot_compile(module, tuple(region.example_inputs), options=config)
@@ -35,10 +48,16 @@ class AOTICompiler(BackendCompiler):
                 f"AOTInductor returned {type(files).__name__} for region {region.name}, expected a file list"
             )
         package_path = os.path.join(workdir, f"{key}.pt2")
-        package_pt2(package_path, aoti_files={key: files})
-        device = _device_of(region.example_inputs)
+        # The in-memory weight blobs AOTInductor returns alongside are not kept.
+        package_pt2(
+            package_path, aoti_files={PACKAGE_KEY: [f for f in files if isinstance(f, str)]}
+        )
         return RegionArtifact(
-            key, self.backend_id, package_path=package_path, meta={"device": device}
+            key,
+            self.backend_id,
+            package_path=package_path,
+            package_key=PACKAGE_KEY,
+            meta={"device": _device_of(region.example_inputs)},
         )
 
 

@@ -7,6 +7,7 @@ in the archive as ``models/<region>-reference.json``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fxdelegate.errors import ArchiveError
@@ -18,13 +19,20 @@ class ReferenceRuntime(BackendRuntime):
     backend_id = "reference"
     stores_program = True
 
-    def load(self, artifact: RegionArtifact) -> Runner:
+    def load(self, artifact: RegionArtifact, constants: Mapping[str, Any]) -> Runner:
         from ..executor import ProgramExecutor
 
-        if artifact.program is None:
+        program = artifact.program
+        if program is None:
             raise ArchiveError(f"region {artifact.key}: its program is missing")
+        # Bind the program's own tensors, as a compiled region would.
+        for name, tensor in constants.items():
+            if name in program.state_dict:
+                program.state_dict[name] = tensor
+            elif name in program.constants:
+                program.constants[name] = tensor
         # Inputs were checked by the parent executor; regions run unchecked.
-        return ProgramExecutor(artifact.program, check_inputs=False).run_flat
+        return ProgramExecutor(program, check_inputs=False).run_flat
 
 
 class ReferenceCompiler(BackendCompiler):

@@ -1,0 +1,130 @@
+"""A content hash of an outlined region: equal keys compile to interchangeable code.
+
+The key covers everything the compiled code depends on, and nothing it does
+not:
+
+* the region's graph, canonicalized: nodes by position, not by name; ops and
+  literal arguments; every value's dtype, device, shape and strides;
+* the kind, shape and dtype of each input (weights are bound at load time, so
+  their values are not part of the key), with size symbols renamed in order
+  of first appearance and their ranges;
+* the backend id and its options, the torch version, and the machine's CPU
+  architecture and vector ISA.
+
+Two blocks of a transformer that differ only in their weights get the same
+key, so one artifact serves both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from typing import Any
+
+import sympy
+import torch
+from torch.export import ExportedProgram
+
+KEY_VERSION = 3
+
+
+class _Canon:
+    def __init__(self) -> None:
+        self.symbols: dict[sympy.Symbol, str] = {}
+        self.nodes: dict[str, int] = {}
+
+    def expr(self, e: sympy.Expr) -> str:
+        for s in sorted(e.free_symbols, key=str):
+            if s not in self.symbols:
+                self.symbols[s] = f"$s{len(self.symbols)}"
+        return str(
+            e.xreplace({s: sympy.Symbol(n) for s, n in self.symbols.items() if s in e.free_symbols})
+        )
+
+    def size(self, v: Any) -> Any:
+        if isinstance(v, torch.SymInt):
+            return self.expr(v.node.expr)
+        if isinstance(v, (torch.SymFloat, torch.SymBool)):
+            return self.expr(v.node.expr)
+        return v
+
+    def value(self, val: Any) -> Any:
+        if isinstance(val, torch.Tensor):
+            return [
+                "T",
+                str(val.dtype),
+                val.device.type,
+                [self.size(s) for s in val.shape],
+                [self.size(s) for s in val.stride()],
+            ]
+        if isinstance(val, (tuple, list)):
+            return [self.value(v) for v in val]
+        if isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return ["S", self.size(val)]
+        return repr(val)
+
+    def arg(self, a: Any) -> Any:
+        if isinstance(a, torch.fx.Node):
+            return ["n", self.nodes[a.name]]
+        if isinstance(a, (tuple, list)):
+            return [type(a).__name__, [self.arg(x) for x in a]]
+        if isinstance(a, dict):
+            return ["dict", [[k, self.arg(v)] for k, v in a.items()]]
+        if isinstance(a, float):
+            return ["f", repr(a)]
+        if isinstance(a, (int, bool, str)) or a is None:
+            return a
+        return ["o", type(a).__name__, str(a)]
+
+
+def _target(target: Any) -> str:
+    if isinstance(target, str):
+        return target
+    module = getattr(target, "__module__", "") or ""
+    return f"{module}.{getattr(target, '__qualname__', getattr(target, '__name__', str(target)))}:{target}"
+
+
+def machine_fingerprint() -> dict[str, str]:
+    """What a compiled CPU artifact is tied to besides its source."""
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+        isa = str(pick_vec_isa())
+    except Exception:  # no inductor (runtime-only installs): architecture alone
+        isa = "unknown"
+    return {"machine": platform.machine(), "vec_isa": isa, "torch": torch.__version__}
+
+
+def region_key(program: ExportedProgram, backend_id: str, options: dict[str, Any]) -> str:
+    """Hex sha256 over the canonical description of `program` (see module docstring)."""
+    canon = _Canon()
+    sig = program.graph_signature
+    kinds = {s.arg.name: s.kind.name for s in sig.input_specs}
+    nodes = []
+    for i, node in enumerate(program.graph.nodes):
+        canon.nodes[node.name] = i
+        entry: list[Any] = [node.op]
+        if node.op == "placeholder":
+            entry.append(kinds.get(node.name, "?"))
+        elif node.op in ("call_function", "get_attr"):
+            entry.append(_target(node.target))
+        entry.append(canon.arg(node.args))
+        entry.append(canon.arg(dict(node.kwargs)))
+        entry.append(canon.value(node.meta.get("val")))
+        nodes.append(entry)
+    ranges = {
+        name: [str(program.range_constraints[s].lower), str(program.range_constraints[s].upper)]
+        for s, name in canon.symbols.items()
+        if s in program.range_constraints
+    }
+    description = {
+        "version": KEY_VERSION,
+        "backend": backend_id,
+        "options": {k: repr(v) for k, v in sorted(options.items())},
+        "graph": nodes,
+        "ranges": ranges,
+        "machine": machine_fingerprint(),
+    }
+    blob = json.dumps(description, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
