@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch.export import ExportedProgram
 
 from fxdelegate.errors import FxDelegateError
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
 from fxdelegate.runtime.archive import write_archive
-from fxdelegate.runtime.backend import RegionArtifact, Runner
+from fxdelegate.runtime.backend import RegionArtifact, Runner, get_runtime
 from fxdelegate.runtime.executor import ProgramExecutor
 from fxdelegate.runtime.profile import ProfileReport
+from fxdelegate.runtime.weight_update import current_weight, plan_weight_update
 
 
 class DelegatedProgram:
@@ -41,6 +44,42 @@ class DelegatedProgram:
         if workdir is not None:
             # Compiled region packages live here until the program is gone.
             self._cleanup = weakref.finalize(self, shutil.rmtree, workdir, True)
+
+    def update_weights(self, state_dict: Mapping[str, Any], *, strict: bool = False) -> None:
+        """Swap weights by their original FQNs in every region and in the executor,
+        without recompiling. All or nothing: a wrong name, shape, dtype or device
+        is refused before anything changes. With `strict`, every weight must be given.
+        """
+        updates = plan_weight_update(self.exported_program, state_dict, strict=strict)
+        if not updates:
+            return
+        previous = {fqn: current_weight(self.exported_program, fqn) for fqn in updates}
+        try:
+            self._bind(updates)
+        except Exception:
+            self._bind(previous)  # type: ignore[arg-type]
+            raise
+
+    def _bind(self, values: Mapping[str, torch.Tensor]) -> None:
+        program = self.exported_program
+        for fqn, tensor in values.items():
+            if fqn in program.state_dict:
+                program.state_dict[fqn] = tensor
+            else:
+                program.constants[fqn] = tensor
+        for key, artifact in self.artifacts.items():
+            bindings = artifact.constant_bindings
+            changed = {name: values[fqn] for name, fqn in bindings if fqn in values}
+            if changed:
+                constants = {name: current_weight(program, fqn) for name, fqn in bindings}
+                runtime = get_runtime(artifact.backend_id)
+                self._runners[key] = runtime.rebind(
+                    self._runners[key], artifact, changed, constants
+                )
+        # The executor binds its weights into generated code: regenerate it.
+        self._executor = ProgramExecutor(
+            program, self._runners, check_inputs=self._executor.check_inputs
+        )
 
     @property
     def partitions(self) -> list[RegionSummary]:

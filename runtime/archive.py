@@ -20,19 +20,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.export import ExportedProgram
-from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
 
 # torch's own (de)serializers for the program part of a PT2 archive; private
 # but stable across the supported torch versions (2.11 - 2.14).
-from torch.export.pt2_archive._package import _load_exported_programs, _package_exported_programs
+from torch._export.serde import schema
+from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to_dataclass
+from torch.export import ExportedProgram
+from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
+from torch.export.pt2_archive._package import _package_exported_programs
+from torch.export.pt2_archive.constants import MODELS_FILENAME_FORMAT
 
 from fxdelegate.errors import ArchiveError
 
+from .archive_checks import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    check_device,
+    check_file,
+    check_members,
+    check_metadata,
+    check_region_files,
+)
+from .archive_payloads import MappedArchive, read_payloads
 from .backend import RegionArtifact, get_runtime
 
-FORMAT_NAME = "fxdelegate"
-FORMAT_VERSION = 1
 METADATA_MEMBER = "extra/fxdelegate.json"
 MODEL_NAME = "model"
 
@@ -75,6 +86,7 @@ def write_archive(
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
+        "fxdelegate_version": _version(),
         "torch_version": torch.__version__,
         "model": MODEL_NAME,
         "regions": [
@@ -97,6 +109,15 @@ def write_archive(
     os.replace(tmp, path)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fxdelegate")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _region_members(
     artifact: RegionArtifact, archive_dir: str, name: str
 ) -> list[tuple[str, bytes]]:
@@ -117,87 +138,91 @@ def _region_members(
     return members
 
 
-def _open_checked(path: str | os.PathLike[str]) -> str:
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.exists(path):
-        raise ArchiveError(f"archive {path} does not exist")
-    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
-        raise ArchiveError(f"{path} is not a .pt2 archive (not a zip file)")
-    return path
-
-
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Only the JSON metadata (report, regions): no program is deserialized, no code loaded."""
-    path = _open_checked(path)
+    path = check_file(path)
+    names, _ = check_members(path)
+    return _metadata(path, names)
+
+
+def _metadata(path: str, names: list[str]) -> dict[str, Any]:
+    if METADATA_MEMBER not in names:
+        raise ArchiveError(f"{path} was not written by fxdelegate ({METADATA_MEMBER} is missing)")
     try:
         with PT2ArchiveReader(path) as reader:
-            if METADATA_MEMBER not in reader.get_file_names():
-                raise ArchiveError(
-                    f"{path} was not written by fxdelegate ({METADATA_MEMBER} is missing)"
-                )
             metadata = json.loads(reader.read_string(METADATA_MEMBER))
-    except ArchiveError:
-        raise
     except Exception as exc:
-        raise ArchiveError(f"cannot read archive {path}: {type(exc).__name__}: {exc}") from exc
-    _check_metadata(metadata, path)
+        raise ArchiveError(f"{path}: {METADATA_MEMBER} is unreadable: {exc}") from exc
+    check_metadata(metadata, path)
     return metadata
 
 
 def archive_members(path: str | os.PathLike[str]) -> list[tuple[str, int]]:
     """(member name without the archive's root folder, uncompressed size) for every file."""
-    path = _open_checked(path)
+    path = check_file(path)
     with zipfile.ZipFile(path) as archive:
         return [(info.filename.split("/", 1)[-1], info.file_size) for info in archive.infolist()]
 
 
 def read_archive(path: str | os.PathLike[str]) -> ArchiveContents:
-    """Read the program, region artifacts and metadata of an fxdelegate archive."""
-    path = _open_checked(path)
+    """Check, then read the program, region artifacts and metadata of an fxdelegate archive.
+
+    Nothing is unpickled: programs are JSON, tensors are memory-mapped raw bytes,
+    and sample inputs are not read at all.
+    """
+    path = check_file(path)
+    names, compressed = check_members(path)
+    metadata = _metadata(path, names)
+    model = metadata["model"]
+    stored = [
+        r["key"] for r in metadata["regions"] if _runtime(r["backend_id"], path).stores_program
+    ]
+    mapped = MappedArchive(path, compressed)
+    programs = {}
     try:
         with PT2ArchiveReader(path) as reader:
-            names = reader.get_file_names()
-            if METADATA_MEMBER not in names:
-                raise ArchiveError(
-                    f"{path} was not written by fxdelegate ({METADATA_MEMBER} is missing)"
-                )
-            metadata = json.loads(reader.read_string(METADATA_MEMBER))
-            _check_metadata(metadata, path)
-            programs = _load_exported_programs(reader, names, None)
+            for name in (model, *stored):
+                programs[name] = _read_program(reader, mapped, name, set(names), path)
     except ArchiveError:
         raise
     except Exception as exc:
         raise ArchiveError(f"cannot read archive {path}: {type(exc).__name__}: {exc}") from exc
-    model = metadata["model"]
-    if model not in programs:
-        raise ArchiveError(f"{path}: the program models/{model}.json is missing")
     artifacts = {}
     for region in metadata["regions"]:
         key = region["key"]
+        runtime = _runtime(region["backend_id"], path)
+        package_key = region.get("package_key") or key
+        if runtime.archive_dir:
+            check_region_files(path, names, key, runtime.archive_dir, package_key)
+        check_device(path, key, region.get("meta", {}))
         artifacts[key] = RegionArtifact(
             key,
             region["backend_id"],
             package_path=path,
-            package_key=region.get("package_key") or key,
+            package_key=package_key,
             program=programs.get(key),
             meta=region.get("meta", {}),
         )
     return ArchiveContents(path, programs[model], artifacts, metadata)
 
 
-def _check_metadata(metadata: Any, path: str) -> None:
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
-        raise ArchiveError(f"{path}: metadata is not fxdelegate metadata")
-    version = metadata.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ArchiveError(
-            f"{path}: archive format version {version!r} is not supported (this fxdelegate reads {FORMAT_VERSION})"
-        )
-    regions = metadata.get("regions")
-    if not isinstance(regions, list) or not all(
-        isinstance(r, dict)
-        and isinstance(r.get("key"), str)
-        and isinstance(r.get("backend_id"), str)
-        for r in regions
-    ):
-        raise ArchiveError(f"{path}: metadata lists regions in an unexpected form")
+def _runtime(backend_id: str, path: str):
+    try:
+        return get_runtime(backend_id)
+    except Exception as exc:
+        raise ArchiveError(f"{path}: regions need backend {backend_id!r}: {exc}") from exc
+
+
+def _read_program(
+    reader: PT2ArchiveReader, mapped: MappedArchive, name: str, names: set[str], path: str
+) -> ExportedProgram:
+    member = MODELS_FILENAME_FORMAT.format(name)
+    if member not in names:
+        raise ArchiveError(f"{path}: the program {member} is missing")
+    try:
+        serialized = _bytes_to_dataclass(schema.ExportedProgram, reader.read_bytes(member))
+    except Exception as exc:
+        raise ArchiveError(f"{path}: {member} is not a valid serialized program: {exc}") from exc
+    state_dict, constants = read_payloads(reader, mapped, name, names)
+    # Sample inputs are pickled tensors: never read them.
+    return ExportedProgramDeserializer().deserialize(serialized, state_dict, constants, None)

@@ -94,6 +94,19 @@ class BackendRuntime(ABC):
     def execute(self, handle: Runner, inputs: list[Any]) -> list[Any]:
         return handle(inputs)
 
+    def rebind(
+        self,
+        handle: Runner,
+        artifact: RegionArtifact,
+        changed: Mapping[str, Any],
+        constants: Mapping[str, Any],
+    ) -> Runner:
+        """Bind new weights (`changed`, a subset of `constants`) to a loaded region.
+
+        The default reloads the region; backends that can swap weights in place override it.
+        """
+        return self.load(artifact, constants)
+
 
 class BackendCompiler(ABC):
     """Compile half: turn one outlined region into an artifact.

@@ -7,14 +7,42 @@ and run on a machine (or in a process) without one.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
-from collections.abc import Mapping
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
 
 import torch
 
 from fxdelegate.errors import ArchiveError, BackendError
 
 from ..backend import BackendRuntime, RegionArtifact, Runner
+
+_tmp_lock = threading.Lock()
+_private_root: str | None = None
+
+
+@contextlib.contextmanager
+def private_tmpdir() -> Iterator[str]:
+    """Point TMPDIR at a folder only this process uses while AOTInductor's loader
+    extracts a package (it extracts under TMPDIR), and remove it at exit."""
+    global _private_root
+    with _tmp_lock:
+        if _private_root is None:
+            _private_root = tempfile.mkdtemp(prefix="fxdelegate-")  # mode 0700
+            atexit.register(shutil.rmtree, _private_root, True)
+        saved = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = _private_root
+        try:
+            yield _private_root
+        finally:
+            if saved is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = saved
 
 
 class AOTIRuntime(BackendRuntime):
@@ -30,7 +58,8 @@ class AOTIRuntime(BackendRuntime):
             raise ArchiveError(f"region {artifact.key}: compiled package {path!r} does not exist")
         name = artifact.package_key or artifact.key
         try:
-            loader = torch._C._aoti.AOTIModelPackageLoader(path, name, False, 1, -1)
+            with private_tmpdir():
+                loader = torch._C._aoti.AOTIModelPackageLoader(path, name, False, 1, -1)
             expected = set(loader.get_constant_fqns())
         except Exception as exc:  # the C++ loader reports missing/damaged members as RuntimeError
             raise BackendError(
@@ -55,3 +84,14 @@ class AOTIRuntime(BackendRuntime):
             loader.load_constants({k: constants[k] for k in expected}, False, True, True)
         # The loader's bound `run` takes and returns flat tensor lists: no pytree, no Python wrapper.
         return loader.run
+
+    def rebind(
+        self,
+        handle: Runner,
+        artifact: RegionArtifact,
+        changed: Mapping[str, torch.Tensor],
+        constants: Mapping[str, torch.Tensor],
+    ) -> Runner:
+        # The loader behind the bound `run`: swap just the changed weights, no reload.
+        handle.__self__.load_constants(dict(changed), False, False, True)  # type: ignore[attr-defined]
+        return handle

@@ -1,0 +1,78 @@
+"""Validate a weight update before anything changes.
+
+`DelegatedProgram.update_weights` swaps weights by their original FQNs in
+every region and in the executor, without recompiling. All or nothing: every
+name, shape, dtype and device is checked first, and the new values are
+copied into fresh tensors laid out like the old ones, because compiled
+regions assume the strides they were compiled for.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+
+import torch
+from torch.export import ExportedProgram
+
+from fxdelegate.errors import InvalidArgumentError
+
+
+def current_weight(program: ExportedProgram, fqn: str) -> torch.Tensor | None:
+    if fqn in program.state_dict:
+        return program.state_dict[fqn]
+    value = program.constants.get(fqn)
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def plan_weight_update(
+    program: ExportedProgram, state_dict: Mapping[str, object], *, strict: bool = False
+) -> dict[str, torch.Tensor]:
+    """New tensors by FQN, or an InvalidArgumentError naming every problem."""
+    if not isinstance(state_dict, Mapping):
+        raise InvalidArgumentError(
+            f"update_weights expects a mapping of FQN -> tensor, got {type(state_dict).__name__}"
+        )
+    known = list(program.state_dict) + [
+        k for k, v in program.constants.items() if isinstance(v, torch.Tensor)
+    ]
+    problems = []
+    updates: dict[str, torch.Tensor] = {}
+    for fqn, value in state_dict.items():
+        old = current_weight(program, fqn) if isinstance(fqn, str) else None
+        if old is None:
+            close = difflib.get_close_matches(str(fqn), known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            problems.append(f"{fqn!r} is not a weight of this program{hint}")
+            continue
+        if not isinstance(value, torch.Tensor):
+            problems.append(f"{fqn!r}: expected a tensor, got {type(value).__name__}")
+            continue
+        if value.shape != old.shape or value.dtype != old.dtype:
+            problems.append(
+                f"{fqn!r}: expected shape {tuple(old.shape)} and dtype {old.dtype}, "
+                f"got {tuple(value.shape)} and {value.dtype}"
+            )
+            continue
+        if value.device != old.device:
+            problems.append(
+                f"{fqn!r}: expected a tensor on {old.device}, got one on {value.device}"
+            )
+            continue
+        fresh = torch.empty_strided(old.shape, old.stride(), dtype=old.dtype, device=old.device)
+        with torch.no_grad():
+            fresh.copy_(value)
+        updates[fqn] = (
+            torch.nn.Parameter(fresh, requires_grad=False)
+            if isinstance(old, torch.nn.Parameter)
+            else fresh
+        )
+    if strict:
+        missing = [k for k in program.state_dict if k not in state_dict]
+        if missing:
+            problems.append(f"strict update is missing {len(missing)} weight(s): {missing[:5]}")
+    if problems:
+        raise InvalidArgumentError(
+            "weight update refused, nothing was changed:\n  " + "\n  ".join(problems)
+        )
+    return updates
