@@ -69,7 +69,7 @@ def test_update_weights_without_recompiling(demo_archive, demo_model):
         InvalidArgumentError, match=r"blocks\.2\.linear\.weight.*expected shape \(64, 64\)"
     ):
         prog.update_weights(bad)
-    with pytest.raises(InvalidArgumentError, match="did you mean blocks.0.linear.weight"):
+    with pytest.raises(InvalidArgumentError, match=r"did you mean blocks\.0\.linear\.weight"):
         prog.update_weights({"blocks.0.linear.weigth": torch.randn(64, 64)})
     with torch.no_grad():  # the refused updates changed nothing
         torch.testing.assert_close(prog(*args, **kwargs), before)

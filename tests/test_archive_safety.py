@@ -139,14 +139,14 @@ def test_weight_record_too_small_for_its_shape_is_refused(good, tmp_path):
             def change(data):
                 config = json.loads(data)
                 meta = next(iter(config["config"].values()))["tensor_meta"]
-                meta["sizes"] = [{"as_int": 4096}] + meta["sizes"][1:]
+                meta["sizes"] = [{"as_int": 4096}, *meta["sizes"][1:]]
                 return json.dumps(config).encode()
 
             return change
         return None
 
     path = _rewrite(good, tmp_path / "small.pt2", edit=grow)
-    with pytest.raises(ArchiveError, match="needs .* bytes but its record"):
+    with pytest.raises(ArchiveError, match=r"needs .* bytes but its record"):
         fxdelegate.load(path)
 
 
