@@ -38,6 +38,8 @@ def median(values: list[float]) -> float:
 
 def record(table: str, row: dict[str, Any]) -> None:
     RATIO_TABLES.setdefault(table, []).append(row)
+    # Also shown at once (with -s), so a run cut short keeps what it measured.
+    print(f"[{table}] " + " | ".join(f"{k}: {v}" for k, v in row.items()), flush=True)
 
 
 def fmt_seconds(s: float) -> str:

@@ -171,13 +171,13 @@ def read_archive(path: str | os.PathLike[str]) -> ArchiveContents:
     and sample inputs are not read at all.
     """
     path = check_file(path)
-    names, compressed = check_members(path)
+    names, _ = check_members(path)
     metadata = _metadata(path, names)
     model = metadata["model"]
     stored = [
         r["key"] for r in metadata["regions"] if _runtime(r["backend_id"], path).stores_program
     ]
-    mapped = MappedArchive(path, compressed)
+    mapped = MappedArchive(path)
     programs = {}
     try:
         with PT2ArchiveReader(path) as reader:

@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import struct
+import zipfile
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,13 +40,37 @@ from torch.export.pt2_archive.constants import (
 from fxdelegate.errors import ArchiveError
 
 
+@dataclass(frozen=True)
+class Record:
+    offset: int  # where the member's bytes start in the file
+    size: int
+    compressed: bool
+
+
+def member_records(path: str) -> dict[str, Record]:
+    """Data offset and size of every member (names without the root folder),
+    read from the zip headers themselves rather than any torch reader API."""
+    records = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
+        for info in archive.infolist():
+            f.seek(info.header_offset)
+            header = f.read(30)
+            if len(header) != 30 or header[:4] != b"PK\x03\x04":
+                raise ArchiveError(f"{path}: member {info.filename!r} has a damaged header")
+            name_len, extra_len = struct.unpack_from("<HH", header, 26)
+            start = info.header_offset + 30 + name_len + extra_len
+            records[info.filename.split("/", 1)[-1]] = Record(
+                start, info.file_size, info.compress_type != zipfile.ZIP_STORED
+            )
+    return records
+
+
 class MappedArchive:
     """One copy-on-write mapping of an archive file, shared by all its tensors."""
 
-    def __init__(self, path: str, compressed: set[str] | None = None) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
-        # Members another zip tool recompressed cannot be mapped; they are read instead.
-        self.compressed = compressed or set()
+        self.records = member_records(path)
         with open(path, "rb") as f:
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
 
@@ -65,17 +92,21 @@ class MappedArchive:
         extent = (
             0 if 0 in sizes else offset + 1 + sum((s - 1) * st for s, st in zip(sizes, strides))
         )
-        nbytes = reader.archive_file.get_record_size(record)
+        entry = self.records.get(record)
+        if entry is None:
+            raise ArchiveError(f"{self.path}: {what} points at {record}, which is missing")
+        nbytes = entry.size
         if extent * element > nbytes:
             raise ArchiveError(
                 f"{self.path}: {what} needs {extent * element} bytes but its record {record} holds {nbytes}"
             )
         if nbytes == 0:
             flat = torch.zeros(0, dtype=dtype)
-        elif record in self.compressed:
+        elif entry.compressed:
+            # Another zip tool recompressed it: it cannot be mapped, so read it.
             flat = torch.frombuffer(bytearray(reader.read_bytes(record)), dtype=dtype)
         else:
-            start = reader.archive_file.get_record_offset(record)
+            start = entry.offset
             if start < 0 or start + nbytes > len(self._map):
                 raise ArchiveError(f"{self.path}: record {record} lies outside the file")
             raw = torch.frombuffer(self._map, dtype=torch.uint8, count=nbytes, offset=start)

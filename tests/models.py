@@ -22,17 +22,22 @@ class NestedIO(torch.nn.Module):
         return {"y": y, "parts": [h, (z, g.mean())]}
 
 
-def nested_inputs(batch: int):
+def nested_inputs(batch: int, device: str | torch.device = "cpu"):
     args = (
-        torch.randn(batch, 8),
-        (torch.randn(batch, 8), torch.randn(batch, 8)),
-        {"w": torch.randn(8), "extra": [torch.randn(batch, 8), torch.randn(batch, 8)]},
+        torch.randn(batch, 8, device=device),
+        (torch.randn(batch, 8, device=device), torch.randn(batch, 8, device=device)),
+        {
+            "w": torch.randn(8, device=device),
+            "extra": [torch.randn(batch, 8, device=device), torch.randn(batch, 8, device=device)],
+        },
     )
-    return args, {"bias": torch.randn(8)}
+    return args, {"bias": torch.randn(8, device=device)}
 
 
-def export_nested(model: NestedIO, batch: int = 4) -> torch.export.ExportedProgram:
-    args, kwargs = nested_inputs(batch)
+def export_nested(
+    model: NestedIO, batch: int = 4, device: str | torch.device = "cpu"
+) -> torch.export.ExportedProgram:
+    args, kwargs = nested_inputs(batch, device)
     b = Dim("b", min=2, max=128)
     dynamic = {
         "x": {0: b},

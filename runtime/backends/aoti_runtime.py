@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
+import zipfile
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -20,6 +21,7 @@ import torch
 from fxdelegate.errors import ArchiveError, BackendError
 
 from ..backend import BackendRuntime, RegionArtifact, Runner
+from .libstdcxx_guard import prepare_to_load
 
 _tmp_lock = threading.Lock()
 _private_root: str | None = None
@@ -45,6 +47,16 @@ def private_tmpdir() -> Iterator[str]:
                 os.environ["TMPDIR"] = saved
 
 
+def _libraries(path: str, package_key: str) -> Iterator[tuple[str, bytes]]:
+    """The compiled libraries of one package inside a .pt2 archive."""
+    prefix = f"data/aotinductor/{package_key}/"
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            name = info.filename.split("/", 1)[-1]
+            if name.startswith(prefix) and name.endswith(".so"):
+                yield name, archive.read(info)
+
+
 class AOTIRuntime(BackendRuntime):
     backend_id = "aoti"
     archive_dir = "aotinductor"
@@ -57,6 +69,8 @@ class AOTIRuntime(BackendRuntime):
         if path is None or not os.path.isfile(path):
             raise ArchiveError(f"region {artifact.key}: compiled package {path!r} does not exist")
         name = artifact.package_key or artifact.key
+        for library, data in _libraries(path, name):
+            prepare_to_load(data, library)
         try:
             with private_tmpdir():
                 loader = torch._C._aoti.AOTIModelPackageLoader(path, name, False, 1, -1)
