@@ -16,7 +16,14 @@ from torch._ops import HigherOrderOperator, OpOverload
 from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 from torch.fx.passes.operator_support import OperatorSupportBase
 
-from .op_support import COMPILABLE_NAMESPACES, DATA_DEPENDENT_OPS, RANDOM_OPS, OpSet
+from .op_support import (
+    COMPILABLE_NAMESPACES,
+    DATA_DEPENDENT_OPS,
+    RANDOM_OPS,
+    OpSet,
+    control_flow_bodies,
+    describe_target,
+)
 from .symbolic import SizeSource, is_derivable, size_expr, symbol_sources
 
 
@@ -129,6 +136,15 @@ def _judge_compute_node(
         return Verdict(False, RejectReason.ALREADY_DELEGATED)
     if node.target in excluded:
         return Verdict(False, RejectReason.EXCLUDED)
+    if isinstance(node.target, HigherOrderOperator):
+        for body in control_flow_bodies(node, submodules):
+            for inner in _body_call_nodes(body):
+                if inner.target in excluded:
+                    return Verdict(
+                        False,
+                        RejectReason.EXCLUDED,
+                        f"its body runs {describe_target(inner.target)}",
+                    )
     if kind is ValueKind.SYMBOLIC:
         return Verdict(False, RejectReason.SYMBOLIC_SCALAR)
     if kind in (ValueKind.NONE, ValueKind.OTHER):
@@ -181,10 +197,20 @@ def _judge_compute_node(
     return Verdict(True)
 
 
+def _body_call_nodes(body: torch.fx.GraphModule):
+    inner = dict(body.named_modules())
+    for n in body.graph.nodes:
+        if n.op == "call_function":
+            yield n
+            if isinstance(n.target, HigherOrderOperator):
+                for sub in control_flow_bodies(n, inner):
+                    yield from _body_call_nodes(sub)
+
+
 def why_unsupported(target: object) -> str:
     """The likely reason a default-support predicate refused `target`, for the report."""
     if isinstance(target, HigherOrderOperator):
-        return "higher-order op"
+        return "higher-order op (or a control-flow body holding an unsupported op)"
     if isinstance(target, OpOverload):
         key = target._schema.name
         if key in RANDOM_OPS:

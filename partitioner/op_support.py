@@ -133,19 +133,50 @@ class OpSet:
         return sorted(packets + [str(o) for o in self.overloads])
 
 
+# Control flow a compiling backend takes when every op in its bodies is supported.
+CONTROL_FLOW_OPS = frozenset({"cond", "map_impl", "while_loop"})
+
+
+def control_flow_bodies(
+    node: torch.fx.Node, submodules: dict[str, torch.nn.Module]
+) -> list[torch.fx.GraphModule]:
+    """The subgraphs a higher-order op node runs (its get_attr arguments)."""
+    bodies = []
+    for arg in node.all_input_nodes:
+        if arg.op == "get_attr":
+            module = submodules.get(arg.target)  # type: ignore[arg-type]
+            if isinstance(module, torch.fx.GraphModule):
+                bodies.append(module)
+    return bodies
+
+
 class CompilableAtenSupport(OperatorSupportBase):
     """Default support of compiling backends: ATen/prims ops without data-dependent
-    shapes or randomness. Higher-order ops (control flow, existing delegates) and
-    Python-level builtins are not supported."""
+    shapes or randomness, and control flow (``cond``, ``map``, ``while_loop``)
+    whose bodies hold only such ops. Existing delegates and Python-level
+    builtins are not supported."""
 
     def is_node_supported(self, submodules, node: torch.fx.Node) -> bool:  # type: ignore[override]
         target = node.target
+        if isinstance(target, HigherOrderOperator):
+            if target.name() not in CONTROL_FLOW_OPS:
+                return False
+            return all(self._body_supported(body) for body in control_flow_bodies(node, submodules))
         if not isinstance(target, OpOverload):
             return False
         if target.namespace not in COMPILABLE_NAMESPACES:
             return False
         key = target._schema.name
         return key not in DATA_DEPENDENT_OPS and key not in RANDOM_OPS
+
+    def _body_supported(self, body: torch.fx.GraphModule) -> bool:
+        inner = dict(body.named_modules())
+        for n in body.graph.nodes:
+            if n.op != "call_function" or n.target.__module__ in ("_operator", "operator"):
+                continue
+            if not self.is_node_supported(inner, n):
+                return False
+        return True
 
 
 def describe_target(target: object) -> str:

@@ -85,10 +85,17 @@ class DelegateRegionsPass(PassBase):
                 graph.erase_node(node)
             else:
                 kept_inputs.append(spec)
-        # Size computations whose only users were region nodes are dead now.
+        # Size computations and control-flow bodies whose only users were region
+        # nodes are dead now.
         for node in reversed(list(graph.nodes)):
-            if node.op == "call_function" and is_pure_size_op(node) and not node.users:
+            if node.users:
+                continue
+            if (node.op == "call_function" and is_pure_size_op(node)) or (
+                node.op == "get_attr"
+                and isinstance(getattr(graph_module, node.target, None), torch.fx.GraphModule)  # type: ignore[arg-type]
+            ):
                 graph.erase_node(node)
+        graph_module.delete_all_unused_submodules()
         stable_topological_sort(graph)
         output_node = graph.output_node()
         ctx.signature = ExportGraphSignature(

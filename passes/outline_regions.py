@@ -53,7 +53,7 @@ class OutlineRegionsPass(PassBase):
         parent_sizes = symbol_sources(placeholders)
         specs_by_name = {s.arg.name: s for s in ctx.signature.input_specs}
         for record in ctx.regions:
-            outline_region(record, ctx, specs_by_name, parent_sizes)
+            outline_region(graph_module, record, ctx, specs_by_name, parent_sizes)
         return PassResult(graph_module, False)
 
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:
@@ -70,6 +70,7 @@ class OutlineRegionsPass(PassBase):
 
 
 def outline_region(
+    parent: torch.fx.GraphModule,
     record: RegionRecord,
     ctx: LoweringContext,
     specs_by_name: dict[str, InputSpec],
@@ -87,12 +88,14 @@ def outline_region(
                 external.append(arg)
     outputs = [n for n in ordered if any(u not in members for u in n.users)]
 
-    owned, runtime, sizes = [], [], []
+    owned, runtime, sizes, bodies = [], [], [], []
     for value in external:
         spec = specs_by_name.get(value.name) if value.op == "placeholder" else None
         owners = ctx.owners or {}
         if spec is not None and spec.target is not None and owners.get(spec.target) == record.name:
             owned.append(value)
+        elif value.op == "get_attr":
+            bodies.append(value)  # a control-flow body: travels with the region
         elif value_kind(value.meta.get("val")) is ValueKind.SYMBOLIC:
             sizes.append(value)
         else:
@@ -142,6 +145,10 @@ def outline_region(
     builder = SizeExprBuilder(graph, region_sizes)  # type: ignore[arg-type]
     for value in sizes:
         env[value] = builder.build(size_expr(value.meta["val"]))  # type: ignore[arg-type]
+    holder = torch.nn.Module()
+    for value in bodies:
+        holder.add_module(value.target, getattr(parent, value.target))  # type: ignore[arg-type]
+        env[value] = graph.get_attr(value.target)  # type: ignore[arg-type]
     for node in ordered:
         env[node] = graph.node_copy(node, lambda n: env[n])
     graph.output(tuple(env[n] for n in outputs))
@@ -156,7 +163,7 @@ def outline_region(
     symbols = (
         set().union(*(_free_symbols(v.meta.get("val")) for v in runtime)) if runtime else set()
     )
-    root = torch.fx.GraphModule(torch.nn.Module(), graph)
+    root = torch.fx.GraphModule(holder, graph)
     record.program = ExportedProgram(
         root=root,
         graph=root.graph,

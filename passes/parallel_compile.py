@@ -2,32 +2,34 @@
 
 Each job compiles one distinct region (regions with the same content key
 share its result). With more than one job and a backend that allows it,
-jobs run in worker processes (spawned, at most one per core). Each worker
-receives its region as a serialized ExportedProgram. The bar shows regions
-done over the total, with the region's name. tqdm disables it when stderr is
-not a terminal.
+each job runs in a fresh ``python -m fxdelegate.passes.compile_worker``
+process, with at most one process per core. The job is handed over as a
+saved ExportedProgram file. Plain subprocesses are used rather than
+multiprocessing, so the user's script is never re-imported in a worker,
+whether or not it has an ``if __name__ == "__main__"`` guard. The bar shows
+regions done over the total, with the region's name. tqdm disables it when
+stderr is not a terminal.
 """
 
 from __future__ import annotations
 
-import io
+import ast
+import json
 import logging
-import multiprocessing
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from fxdelegate.runtime.backend import (
-    BackendCompiler,
-    RegionArtifact,
-    RegionToCompile,
-    get_compiler,
-)
+from fxdelegate.errors import BackendCompileError
+from fxdelegate.runtime.backend import BackendCompiler, RegionArtifact, RegionToCompile
 
 log = logging.getLogger("fxdelegate.passes")
 
@@ -40,10 +42,9 @@ class CompileJob:
 
 
 def default_workers() -> int:
-    return max(
-        1,
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
-    )
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def compile_jobs(
@@ -70,7 +71,12 @@ def compile_jobs(
         leave=False,
     )
     try:
-        if workers <= 1 or len(jobs) <= 1 or not compiler.parallel_safe:
+        if (
+            workers <= 1
+            or len(jobs) <= 1
+            or not compiler.parallel_safe
+            or not _literal_options(options)
+        ):
             for job in jobs:
                 bar.set_postfix_str(job.region.name)
                 start = time.perf_counter()
@@ -84,17 +90,12 @@ def compile_jobs(
                 on_result(job, result)
                 bar.update(job.covers)
             return
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        # Programs are saved here, one at a time (torch's serializer is not thread-safe);
+        # only the worker processes run concurrently.
+        specs = [_write_job(compiler.backend_id, job.region, options, workdir) for job in jobs]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {
-                pool.submit(
-                    _compile_in_worker,
-                    compiler.backend_id,
-                    _serialize(job.region),
-                    dict(options),
-                    workdir,
-                ): job
-                for job in jobs
+                pool.submit(_run_job, spec, job.region.name): job for spec, job in zip(specs, jobs)
             }
             bar.set_postfix_str(", ".join(j.region.name for j in jobs[:workers]))
             for future in as_completed(futures):
@@ -111,20 +112,54 @@ def compile_jobs(
         bar.close()
 
 
-def _serialize(region: RegionToCompile) -> tuple[str, bytes]:
-    buffer = io.BytesIO()
-    torch.export.save(region.program, buffer)
-    return region.name, buffer.getvalue()
+def _literal_options(options: dict[str, Any]) -> bool:
+    """Options travel to workers as Python literals; anything else compiles in-process."""
+    try:
+        return all(ast.literal_eval(repr(v)) == v for v in options.values())
+    except (ValueError, SyntaxError):
+        return False
 
 
-def _compile_in_worker(
-    backend_id: str, payload: tuple[str, bytes], options: dict[str, Any], workdir: str
-) -> RegionArtifact:
-    name, data = payload
-    program = torch.export.load(io.BytesIO(data))
-    args, _ = program.example_inputs
-    artifact = get_compiler(backend_id).compile(
-        RegionToCompile(name, program, tuple(args)), options, workdir
+def _write_job(
+    backend_id: str, region: RegionToCompile, options: dict[str, Any], workdir: str
+) -> dict[str, Any]:
+    job_dir = tempfile.mkdtemp(prefix=f"{region.name}-", dir=workdir)
+    program_path = os.path.join(job_dir, "region.pt2")
+    torch.export.save(region.program, program_path)
+    spec = {
+        "backend": backend_id,
+        "name": region.name,
+        "program": program_path,
+        "options": {k: repr(v) for k, v in options.items()},
+        "workdir": workdir,
+        "result": os.path.join(job_dir, "result.json"),
+    }
+    spec["job"] = os.path.join(job_dir, "job.json")
+    with open(spec["job"], "w") as f:
+        json.dump(spec, f)
+    return spec
+
+
+def _run_job(spec: dict[str, Any], name: str) -> RegionArtifact:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fxdelegate.passes.compile_worker", spec["job"]],
+        capture_output=True,
+        text=True,
     )
-    artifact.program = None  # the parent process has the program already
-    return artifact
+    try:
+        with open(spec["result"]) as f:
+            result = json.load(f)
+    except (OSError, ValueError):
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise BackendCompileError(
+            f"compile worker for {name} exited with status {proc.returncode}: " + " | ".join(tail)
+        ) from None
+    if "error" in result:
+        raise BackendCompileError(result["error"])
+    return RegionArtifact(
+        result["key"],
+        spec["backend"],
+        package_path=result["package_path"],
+        package_key=result["package_key"],
+        meta=result["meta"],
+    )

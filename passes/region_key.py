@@ -30,8 +30,8 @@ KEY_VERSION = 3
 
 
 class _Canon:
-    def __init__(self) -> None:
-        self.symbols: dict[sympy.Symbol, str] = {}
+    def __init__(self, symbols: dict[sympy.Symbol, str] | None = None) -> None:
+        self.symbols: dict[sympy.Symbol, str] = symbols if symbols is not None else {}
         self.nodes: dict[str, int] = {}
 
     def expr(self, e: sympy.Expr) -> str:
@@ -96,23 +96,34 @@ def machine_fingerprint() -> dict[str, str]:
     return {"machine": platform.machine(), "vec_isa": isa, "torch": torch.__version__}
 
 
-def region_key(program: ExportedProgram, backend_id: str, options: dict[str, Any]) -> str:
-    """Hex sha256 over the canonical description of `program` (see module docstring)."""
-    canon = _Canon()
-    sig = program.graph_signature
-    kinds = {s.arg.name: s.kind.name for s in sig.input_specs}
+def _describe(gm: torch.fx.GraphModule, canon: _Canon, kinds: dict[str, str]) -> list[Any]:
     nodes = []
-    for i, node in enumerate(program.graph.nodes):
+    for i, node in enumerate(gm.graph.nodes):
         canon.nodes[node.name] = i
         entry: list[Any] = [node.op]
         if node.op == "placeholder":
             entry.append(kinds.get(node.name, "?"))
-        elif node.op in ("call_function", "get_attr"):
+        elif node.op == "get_attr":
+            body = getattr(gm, node.target)  # type: ignore[arg-type]
+            if isinstance(body, torch.fx.GraphModule):
+                # A control-flow body: its content, not its attribute name.
+                entry.append(_describe(body, _Canon(symbols=canon.symbols), {}))
+            else:
+                entry.append(node.target)
+        elif node.op == "call_function":
             entry.append(_target(node.target))
         entry.append(canon.arg(node.args))
         entry.append(canon.arg(dict(node.kwargs)))
         entry.append(canon.value(node.meta.get("val")))
         nodes.append(entry)
+    return nodes
+
+
+def region_key(program: ExportedProgram, backend_id: str, options: dict[str, Any]) -> str:
+    """Hex sha256 over the canonical description of `program` (see module docstring)."""
+    canon = _Canon()
+    kinds = {s.arg.name: s.kind.name for s in program.graph_signature.input_specs}
+    nodes = _describe(program.graph_module, canon, kinds)
     ranges = {
         name: [str(program.range_constraints[s].lower), str(program.range_constraints[s].upper)]
         for s, name in canon.symbols.items()

@@ -173,6 +173,7 @@ def build_entry(
     write_backs: Sequence[tuple[int, str, Any]],
     user_outputs: Sequence[int],
     checker: InputChecker | None,
+    contiguous_inputs: frozenset[int] = frozenset(),
     slow: Callable[[tuple, dict], Any],
     instrument: bool = False,
 ) -> tuple[Callable[..., Any], str, NodeTimes | None]:
@@ -180,7 +181,8 @@ def build_entry(
     the program's pytrees use containers it does not handle.
 
     `placeholder_sources` gives, per placeholder in order, ``("state", tensor)``
-    or ``("user", flat_index)``.
+    or ``("user", flat_index)``; user inputs in `contiguous_inputs` are made
+    contiguous before use (write-backs still go to the caller's tensor).
     """
     cg = GraphCodegen(graph, owner, runners)
     writer = _EntryWriter(cg)
@@ -204,7 +206,15 @@ def build_entry(
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     names: dict[torch.fx.Node, str] = {}
     for node, (kind, source) in zip(placeholders, placeholder_sources):
-        names[node] = cg.bind(source, "_s") if kind == "state" else leaf_names[source]
+        if kind == "state":
+            names[node] = cg.bind(source, "_s")
+        elif source in contiguous_inputs:
+            # Compiled regions assume the layout they were compiled for; a copy
+            # (only when the caller's tensor is not contiguous) keeps them right.
+            names[node] = f"c{source}"
+            writer.lines.append(f"    c{source} = {leaf_names[source]}.contiguous()")
+        else:
+            names[node] = leaf_names[source]
     body, outputs = cg.body(names, instrument=instrument)
     epilogue = []
     for pos, kind, where in write_backs:

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import sympy
 import torch
 import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
@@ -67,6 +68,36 @@ def _conform(value: Any, expected: Any) -> Any:
     ):
         return type(value)(_conform(v, e) for v, e in zip(value, expected))
     return value
+
+
+def _inputs_needing_contiguity(
+    program: ExportedProgram, sources: list[tuple[str, Any]]
+) -> frozenset[int]:
+    """User inputs that feed a delegate and were exported contiguous: compiled code
+    indexes them as contiguous, so a strided caller tensor must be made so first."""
+    delegate = torch.ops.higher_order.executorch_call_delegate
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    chosen = set()
+    for node, (kind, source) in zip(placeholders, sources):
+        if kind != "user" or not any(u.target is delegate for u in node.users):
+            continue
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and _exported_contiguous(val):
+            chosen.add(source)
+    return frozenset(chosen)
+
+
+def _exported_contiguous(val: torch.Tensor) -> bool:
+    def expr(v: Any) -> sympy.Expr:
+        return v.node.expr if isinstance(v, torch.SymInt) else sympy.Integer(int(v))
+
+    expected: sympy.Expr = sympy.Integer(1)
+    for size, stride in zip(reversed(val.shape), reversed(val.stride())):
+        size_e = expr(size)
+        if size_e != 1 and sympy.simplify(expr(stride) - expected) != 0:
+            return False
+        expected = expected * size_e
+    return True
 
 
 class ProgramExecutor:
@@ -133,6 +164,7 @@ class ProgramExecutor:
                     f"output kind {spec.kind.name} is not supported by the executor"
                 )
 
+        self._contiguous_inputs = _inputs_needing_contiguity(program, self._sources)
         self.plan: GraphPlan = build_plan(program.graph, self.runners, owner=program.graph_module)
         self._entries: dict[bool, Any] = {}
         self._lock = threading.Lock()
@@ -186,6 +218,7 @@ class ProgramExecutor:
                 write_backs=self._write_back,
                 user_outputs=self._user_outputs,
                 checker=self.checker if checked else None,
+                contiguous_inputs=self._contiguous_inputs,
                 slow=self._generic_call,
                 instrument=instrument,
             )
@@ -234,7 +267,13 @@ class ProgramExecutor:
         """Run on flat user inputs; returns flat user outputs after applying write-backs."""
         if self._check_inputs:
             self.checker.check(flat)
-        inputs = [source if kind == "state" else flat[source] for kind, source in self._sources]
+        contiguous = self._contiguous_inputs
+        inputs = [
+            source
+            if kind == "state"
+            else (flat[source].contiguous() if source in contiguous else flat[source])
+            for kind, source in self._sources
+        ]
         outs = self.plan.fn(inputs)
         for pos, kind, where in self._write_back:
             target = where if kind == "state" else flat[where]

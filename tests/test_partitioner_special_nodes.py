@@ -34,19 +34,9 @@ class WithMap(torch.nn.Module):
         return out.sum(0) - y
 
 
-def _check_hop(model, args, hop_name):
+def _check_hop(model, args, hop_name, body_op):
     ep = _prepared(model, args)
     gm = ep.graph_module
-    result = partition_graph(gm)
-    hop = next(n for n in gm.graph.nodes if n.op == "call_function" and hop_name in str(n.target))
-    reasons = {r.node: r for r in result.rejected}
-    assert (
-        reasons[hop].reason is RejectReason.UNSUPPORTED
-        and "higher-order op" in reasons[hop].explain()
-    )
-    for user in hop.users:  # its projections stay with it
-        assert reasons[user].reason is RejectReason.PRODUCER_IN_EXECUTOR
-    # the bodies are subgraphs of the HOP, never partitioned on their own
     body_nodes = {
         n
         for _, m in gm.named_children()
@@ -54,23 +44,42 @@ def _check_hop(model, args, hop_name):
         for n in m.graph.nodes
     }
     assert body_nodes
+    hop = next(n for n in gm.graph.nodes if n.op == "call_function" and hop_name in str(n.target))
+
+    # Inside a region: control flow whose body holds only supported ops is delegated whole.
+    (region,) = partition_graph(gm).partitions
+    assert hop in region.nodes
+    assert not body_nodes & set(region.nodes)  # bodies travel as subgraphs, never split
+    inside = fxdelegate.lower(torch.export.export(model, args), backend="reference")
+    assert [n for n in inside.exported_program.graph.nodes if hop_name in str(n.target)] == []
+
+    # Across a boundary: an excluded op in the body keeps the HOP in the executor,
+    # with regions on both sides of it.
+    result = partition_graph(gm, exclude_ops=[body_op])
+    reasons = {r.node: r for r in result.rejected}
+    assert (
+        reasons[hop].reason is RejectReason.EXCLUDED and "its body runs" in reasons[hop].explain()
+    )
+    for user in hop.users:  # its projections stay with it
+        assert reasons[user].reason is RejectReason.PRODUCER_IN_EXECUTOR
     assert not body_nodes & {n for p in result.partitions for n in p.nodes}
-    # regions on both sides of it, and the lowered program runs the HOP in the executor
     assert len(result.partitions) == 2
-    prog = fxdelegate.lower(torch.export.export(model, args), backend="reference")
-    return prog
+    across = fxdelegate.lower(
+        torch.export.export(model, args), backend="reference", exclude_ops=[body_op]
+    )
+    return inside, across
 
 
-def test_cond_runs_in_the_executor_with_its_branches():
-    prog = _check_hop(WithCond(), (torch.randn(4),), "cond")
-    for x in (torch.ones(4), -torch.ones(4), torch.randn(4)):
-        torch.testing.assert_close(prog(x), WithCond()(x))
+def test_cond_inside_a_region_and_across_a_boundary():
+    for prog in _check_hop(WithCond(), (torch.randn(4),), "cond", "aten.sin"):
+        for x in (torch.ones(4), -torch.ones(4), torch.randn(4)):
+            torch.testing.assert_close(prog(x), WithCond()(x))
 
 
-def test_map_runs_in_the_executor_with_its_body():
-    prog = _check_hop(WithMap(), (torch.randn(3, 4), torch.randn(4)), "map_impl")
-    xs, y = torch.randn(3, 4), torch.randn(4)
-    torch.testing.assert_close(prog(xs, y), WithMap()(xs, y))
+def test_map_inside_a_region_and_across_a_boundary():
+    for prog in _check_hop(WithMap(), (torch.randn(3, 4), torch.randn(4)), "map_impl", "aten.relu"):
+        xs, y = torch.randn(3, 4), torch.randn(4)
+        torch.testing.assert_close(prog(xs, y), WithMap()(xs, y))
 
 
 class WithAsserts(torch.nn.Module):
