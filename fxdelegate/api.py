@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
 import shutil
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -18,11 +20,12 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 
 from fxdelegate.errors import ArchiveError, InvalidArgumentError
 from fxdelegate.partitioner import OpSet
-from fxdelegate.partitioner.op_support import OpSelector
+from fxdelegate.partitioner.op_support import OpSelector, describe_target
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary, executor_ops_of
 from fxdelegate.passes import LoweringContext, prepare_program, run_lowering_passes
 from fxdelegate.passes.compile_cache import default_cache_dir
 from fxdelegate.passes.context import CONTEXT_KEY
+from fxdelegate.passes.tag_regions import existing_delegates
 from fxdelegate.runtime.archive import read_archive
 from fxdelegate.runtime.backend import get_compiler, get_runtime
 from fxdelegate.runtime.lowered_module import delegate_key
@@ -62,6 +65,8 @@ def lower(
         strict: raise when a region fails to compile, instead of leaving it in the executor.
         compile_workers: processes compiling distinct regions at once (default: one per core).
     """
+    if isinstance(exported_program, DelegatedProgram):
+        exported_program = exported_program.exported_program  # lower it further
     compiler = get_compiler(backend)
     get_runtime(backend)
     if support is None:
@@ -139,6 +144,12 @@ def lower(
     )
     artifacts = {r.artifact.key: r.artifact for r in context.regions}  # type: ignore[union-attr]
     runners = {r.artifact.key: r.runner for r in context.regions}  # type: ignore[union-attr]
+    # Regions delegated by an earlier lowering are left alone, and loaded again here.
+    for module in existing_delegates(program.graph_module):
+        if module.key not in artifacts:
+            artifacts[module.key] = module.artifact
+            constants = _bound_constants(program, module.artifact, "the program")
+            runners[module.key] = get_runtime(module.backend_id).load(module.artifact, constants)
     return DelegatedProgram(
         program, artifacts, runners, summary, check_inputs=check_inputs, workdir=workdir
     )  # type: ignore[arg-type]
@@ -154,7 +165,12 @@ def _quiet_torch_internals() -> Iterator[None]:
 
 
 def _summarize(context: LoweringContext, program: ExportedProgram) -> LoweringSummary:
-    regions = [
+    earlier = [
+        _summary_of_existing(m, program)
+        for m in existing_delegates(program.graph_module)
+        if all(m.module_name != r.name for r in context.regions)
+    ]
+    regions = earlier + [
         RegionSummary(
             name=r.name,
             backend_id=context.backend_id,
@@ -183,6 +199,31 @@ def _summarize(context: LoweringContext, program: ExportedProgram) -> LoweringSu
         executor_ops_of(program.graph, reasons),
         context.graph_snapshot,
         context.compile_stats or None,
+    )
+
+
+def _summary_of_existing(module: Any, program: ExportedProgram) -> RegionSummary:
+    region = module.original_module
+    compute = [
+        n
+        for n in region.graph.nodes
+        if n.op == "call_function" and n.target is not operator.getitem
+    ]
+    return RegionSummary(
+        name=module.module_name,
+        backend_id=module.backend_id,
+        nodes=[n.name for n in compute],
+        ops=dict(Counter(describe_target(n.target) for n in compute).most_common()),
+        num_inputs=len(region.graph_signature.user_inputs),
+        num_outputs=len(region.graph_signature.user_outputs),
+        owned_state=[fqn for _, fqn in module.artifact.constant_bindings],
+        owned_bytes=sum(
+            t.numel() * t.element_size()
+            for _, fqn in module.artifact.constant_bindings
+            if isinstance(
+                t := program.state_dict.get(fqn, program.constants.get(fqn)), torch.Tensor
+            )
+        ),
     )
 
 

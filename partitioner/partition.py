@@ -74,6 +74,7 @@ def partition_graph(
     min_partition_size: int = 1,
     backend_id: str = "backend",
     name_prefix: str = "region",
+    first_index: int = 0,
 ) -> PartitionResult:
     """Propose convex regions over `graph_module` and explain every node left out."""
     if not isinstance(graph_module, torch.fx.GraphModule):
@@ -114,7 +115,9 @@ def partition_graph(
                     n, RejectReason.TOO_SMALL, f"{size} < {min_partition_size} compute nodes"
                 )
             continue
-        partitions.append(Partition(f"{name_prefix}_{len(partitions)}", tuple(members)))
+        partitions.append(
+            Partition(f"{name_prefix}_{first_index + len(partitions)}", tuple(members))
+        )
 
     rejected = []
     for node in nodes:

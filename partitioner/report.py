@@ -87,19 +87,14 @@ class LoweringSummary:
             "",
             "Regions",
         ]
-        rows = [["region", "nodes", "inputs", "outputs", "weights", "ops"]]
+        mixed = len({r.backend_id for r in self.regions}) > 1
+        header = ["region", "backend", "nodes", "inputs", "outputs", "weights", "ops"]
+        rows = [header if mixed else [h for h in header if h != "backend"]]
         for r in self.regions:
             ops = ", ".join(f"{_short_op(op)} x{n}" for op, n in r.ops.items())
-            rows.append(
-                [
-                    r.name,
-                    str(r.size),
-                    str(r.num_inputs),
-                    str(r.num_outputs),
-                    _bytes(r.owned_bytes),
-                    ops,
-                ]
-            )
+            cells = [r.name, r.backend_id, str(r.size), str(r.num_inputs), str(r.num_outputs)]
+            cells += [_bytes(r.owned_bytes), ops]
+            rows.append(cells if mixed else cells[:1] + cells[2:])
         lines += _table(rows) if self.regions else ["  (none)"]
         lines += ["", f"Executor ops ({self.executor_compute_nodes})"]
         rows = [["node", "op", "reason"]]

@@ -8,8 +8,10 @@ import torch
 from torch.export.graph_signature import InputKind
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
+from fxdelegate.errors import UnsupportedProgramError
 from fxdelegate.partitioner import partition_graph
 from fxdelegate.partitioner.graph_picture import graph_snapshot
+from fxdelegate.runtime.lowered_module import LoweredBackendModule
 
 from .context import RegionRecord, get_context
 
@@ -28,6 +30,8 @@ class TagRegionsPass(PassBase):
             exclude_ops=ctx.exclude_ops,
             min_partition_size=ctx.min_partition_size,
             backend_id=ctx.backend_id,
+            # Regions lowered earlier keep their names: new ones continue the count.
+            first_index=_next_region_index(graph_module),
         )
         for node in graph_module.graph.nodes:
             node.meta.pop(REGION_TAG, None)
@@ -53,3 +57,30 @@ class TagRegionsPass(PassBase):
                 raise AssertionError(f"{node.op} node {node.name} was tagged into {tag}")
             if node.target is operator.getitem and node.args[0].meta.get(REGION_TAG) != tag:
                 raise AssertionError(f"getitem {node.name} is separated from its producer")
+
+
+def existing_delegates(graph_module: torch.fx.GraphModule) -> list[LoweredBackendModule]:
+    """Lowered modules of delegate nodes already in the graph (from an earlier lowering)."""
+    delegate = torch.ops.higher_order.executorch_call_delegate
+    found = []
+    for node in graph_module.graph.nodes:
+        if node.op == "call_function" and node.target is delegate:
+            module = node.args[0]
+            if isinstance(module, torch.fx.Node) and module.op == "get_attr":
+                module = getattr(graph_module, module.target)  # type: ignore[arg-type]
+            if not isinstance(module, LoweredBackendModule) or module.artifact is None:
+                raise UnsupportedProgramError(
+                    f"delegate node {node.name} has no compiled region attached (a program loaded from an "
+                    "archive cannot be lowered again); lower the program returned by fxdelegate.lower instead"
+                )
+            found.append(module)
+    return found
+
+
+def _next_region_index(graph_module: torch.fx.GraphModule) -> int:
+    indices = [
+        int(m.module_name.rsplit("_", 1)[1])
+        for m in existing_delegates(graph_module)
+        if m.module_name.rsplit("_", 1)[-1].isdigit()
+    ]
+    return max(indices, default=-1) + 1

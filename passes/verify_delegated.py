@@ -9,6 +9,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from fxdelegate.runtime.lowered_module import LoweredBackendModule
 
 from .context import get_context
+from .tag_regions import existing_delegates
 
 
 class VerifyDelegatedGraphPass(PassBase):
@@ -41,11 +42,17 @@ class VerifyDelegatedGraphPass(PassBase):
         for spec in ctx.signature.input_specs:
             if spec.kind != InputKind.USER_INPUT and spec.target is not None:
                 read_by[spec.target] = "the executor"
-        for record in ctx.regions:
-            for fqn in record.owned_state:
+        bound = [(r.name, r.owned_state) for r in ctx.regions]
+        bound += [
+            (m.key, [fqn for _, fqn in m.artifact.constant_bindings])
+            for m in existing_delegates(graph_module)
+            if all(m.key != f"{r.name}-{ctx.backend_id}" for r in ctx.regions)
+        ]
+        for owner, fqns in bound:
+            for fqn in fqns:
                 if fqn in read_by:
-                    problems.append(f"{fqn!r} is owned by both {read_by[fqn]} and {record.name}")
-                read_by[fqn] = record.name
+                    problems.append(f"{fqn!r} is owned by both {read_by[fqn]} and {owner}")
+                read_by[fqn] = owner
         for key in list(ctx.state_dict) + list(ctx.constants):
             if key not in read_by:
                 problems.append(f"orphan state {key!r}: stored but nothing reads it")
