@@ -20,14 +20,12 @@ from fxdelegate.errors import InputMismatchError
 
 
 def _bound(value: Any) -> int | None:
-    try:
-        if value.is_finite is False:  # sympy.oo and torch's int_oo
-            return None
-    except AttributeError:
-        pass
+    """A finite range bound as int; None for sympy's oo and torch's int_oo."""
+    if getattr(value, "is_finite", None) is False or getattr(value, "is_infinite", None):
+        return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, AttributeError):
         return None
 
 
