@@ -30,13 +30,12 @@ def _cbp(gm, support):
     ).propose_partitions()
 
 
-@pytest.mark.parametrize("num_nodes, rounds", [(500, 5), (1000, 3), (2000, 3)])
-def test_random_dag_vs_capability_based(benchmark, num_nodes, rounds):
-    gm = random_layered_dag(num_nodes, seed=num_nodes)
-    support = RejectNames(random_rejections(gm, UNSUPPORTED, seed=num_nodes))
+def _side_by_side(label, gm, support, rounds, warmup=1):
+    """Both partitioners on the same graph and support, interleaved; records a row."""
     times = interleaved(
         {"ours": lambda: propose_partitions(gm, support), "torch": lambda: _cbp(gm, support)},
         rounds,
+        warmup,
     )
     ours, theirs = len(propose_partitions(gm, support)), len(_cbp(gm, support))
     assert ours <= theirs
@@ -44,13 +43,21 @@ def test_random_dag_vs_capability_based(benchmark, num_nodes, rounds):
     record(
         VS_TORCH,
         {
-            "graph": f"random DAG, {num_nodes} nodes",
+            "graph": label,
             "fxdelegate": fmt_seconds(median(times["ours"])),
             "CapabilityBased": fmt_seconds(median(times["torch"])),
             "speedup": f"{ratio:.0f}x",
             "regions (ours / torch)": f"{ours} / {theirs}",
         },
     )
+    return ratio, ours, theirs
+
+
+@pytest.mark.parametrize("num_nodes, rounds", [(500, 5), (1000, 3), (2000, 3)])
+def test_random_dag_vs_capability_based(benchmark, num_nodes, rounds):
+    gm = random_layered_dag(num_nodes, seed=num_nodes)
+    support = RejectNames(random_rejections(gm, UNSUPPORTED, seed=num_nodes))
+    ratio, ours, theirs = _side_by_side(f"random DAG, {num_nodes} nodes", gm, support, rounds)
     benchmark.extra_info.update(speedup=ratio, regions=ours, torch_regions=theirs)
     benchmark.pedantic(propose_partitions, args=(gm, support), rounds=rounds, iterations=1)
 
@@ -92,23 +99,8 @@ def test_exported_graph_vs_capability_based(benchmark):
     gm = ep.graph_module
     num_nodes = sum(1 for n in gm.graph.nodes if n.op == "call_function")
     support = _Reject(random_rejections(gm, UNSUPPORTED, seed=3))
-    times = interleaved(
-        {"ours": lambda: propose_partitions(gm, support), "torch": lambda: _cbp(gm, support)},
-        rounds=1,
-        warmup=0,
-    )
-    ours, theirs = len(propose_partitions(gm, support)), len(_cbp(gm, support))
-    assert ours <= theirs
-    ratio = median(times["torch"]) / median(times["ours"])
-    record(
-        VS_TORCH,
-        {
-            "graph": f"exported model, {num_nodes} nodes",
-            "fxdelegate": fmt_seconds(median(times["ours"])),
-            "CapabilityBased": fmt_seconds(median(times["torch"])),
-            "speedup": f"{ratio:.0f}x",
-            "regions (ours / torch)": f"{ours} / {theirs}",
-        },
+    ratio, _, _ = _side_by_side(
+        f"exported model, {num_nodes} nodes", gm, support, rounds=1, warmup=0
     )
     benchmark.extra_info.update(speedup=ratio, nodes=num_nodes)
     benchmark.pedantic(propose_partitions, args=(gm, support), rounds=3, iterations=1)

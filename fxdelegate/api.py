@@ -21,6 +21,7 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 from fxdelegate.errors import ArchiveError, InvalidArgumentError
 from fxdelegate.partitioner import OpSet
 from fxdelegate.partitioner.op_support import OpSelector, describe_target
+from fxdelegate.partitioner.partition import check_partition_arguments
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary, executor_ops_of
 from fxdelegate.passes import LoweringContext, prepare_program, run_lowering_passes
 from fxdelegate.passes.compile_cache import default_cache_dir
@@ -71,20 +72,8 @@ def lower(
     get_runtime(backend)
     if support is None:
         support = compiler.default_support()
-    if not isinstance(support, OperatorSupportBase):
-        raise InvalidArgumentError(
-            "support must be a torch.fx.passes.operator_support.OperatorSupportBase or None, "
-            f"got {type(support).__name__}"
-        )
+    check_partition_arguments(support, min_partition_size)
     excluded = OpSet(exclude_ops)
-    if (
-        isinstance(min_partition_size, bool)
-        or not isinstance(min_partition_size, int)
-        or min_partition_size < 1
-    ):
-        raise InvalidArgumentError(
-            f"min_partition_size must be an int >= 1, got {min_partition_size!r}"
-        )
     if cache_dir is True or cache_dir is None:
         cache_dir = default_cache_dir()
     if compile_workers is not None and (

@@ -134,7 +134,11 @@ class OpSet:
 
 
 # Control flow a compiling backend takes when every op in its bodies is supported.
-CONTROL_FLOW_OPS = frozenset({"cond", "map_impl", "while_loop"})
+# AOTInductor compiles `map` from torch 2.13 on (2.11 fails with an internal assert).
+CONTROL_FLOW_OPS = frozenset(
+    {"cond", "while_loop"}
+    | ({"map_impl"} if tuple(map(int, torch.__version__.split(".")[:2])) >= (2, 13) else set())
+)
 
 
 def control_flow_bodies(

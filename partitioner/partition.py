@@ -66,6 +66,23 @@ class PartitionResult:
         return {node: p for p in self.partitions for node in p.nodes}
 
 
+def check_partition_arguments(support: object, min_partition_size: object) -> None:
+    """Refuse a support that is not an OperatorSupportBase, or a size that is not an int >= 1."""
+    if not isinstance(support, OperatorSupportBase):
+        raise InvalidArgumentError(
+            "support must be a torch.fx.passes.operator_support.OperatorSupportBase, "
+            f"got {type(support).__name__}"
+        )
+    if (
+        isinstance(min_partition_size, bool)
+        or not isinstance(min_partition_size, int)
+        or min_partition_size < 1
+    ):
+        raise InvalidArgumentError(
+            f"min_partition_size must be an int >= 1, got {min_partition_size!r}"
+        )
+
+
 def partition_graph(
     graph_module: torch.fx.GraphModule,
     support: OperatorSupportBase | None = None,
@@ -83,19 +100,7 @@ def partition_graph(
         )
     if support is None:
         support = CompilableAtenSupport()
-    if not isinstance(support, OperatorSupportBase):
-        raise InvalidArgumentError(
-            "support must be a torch.fx.passes.operator_support.OperatorSupportBase, "
-            f"got {type(support).__name__}"
-        )
-    if (
-        isinstance(min_partition_size, bool)
-        or not isinstance(min_partition_size, int)
-        or min_partition_size < 1
-    ):
-        raise InvalidArgumentError(
-            f"min_partition_size must be an int >= 1, got {min_partition_size!r}"
-        )
+    check_partition_arguments(support, min_partition_size)
     excluded = exclude_ops if isinstance(exclude_ops, OpSet) else OpSet(exclude_ops)
 
     graph = graph_module.graph

@@ -155,7 +155,9 @@ def _run_job(spec: dict[str, Any], name: str) -> RegionArtifact:
             f"compile worker for {name} exited with status {proc.returncode}: " + " | ".join(tail)
         ) from None
     if "error" in result:
-        raise BackendCompileError(result["error"])
+        if result.get("error_type") == "BackendCompileError":
+            raise BackendCompileError(result["error"])
+        raise BackendCompileError(f"{result.get('error_type', 'Error')}: {result['error']}")
     return RegionArtifact(
         result["key"],
         spec["backend"],

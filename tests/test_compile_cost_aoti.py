@@ -115,10 +115,8 @@ def test_a_region_that_fails_to_compile_stays_in_the_executor(tmp_path):
         prog = _lower(tmp_path, compile_options=bad)
     assert prog.partitions == [] and prog.summary.compile["failed"] == 3
     report = prog.report()
-    assert (
-        "region_0 failed to compile (BackendCompileError: AOTInductor failed to compile region region_0"
-        in report
-    )
+    # the report names the region and the compiler's error (its wording varies across torch versions)
+    assert "region_0 failed to compile (BackendCompileError: " in report, report
     with pytest.raises(BackendCompileError, match="AOTInductor failed to compile"):
         _lower(tmp_path, compile_options=bad, strict=True)
 

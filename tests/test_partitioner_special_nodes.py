@@ -11,6 +11,7 @@ from torch.export import Dim
 
 import fxdelegate
 from fxdelegate.partitioner import RejectReason, partition_graph
+from fxdelegate.partitioner.op_support import CONTROL_FLOW_OPS
 from fxdelegate.passes import AnchorSymbolicSizesPass, prepare_program
 
 
@@ -46,12 +47,17 @@ def _check_hop(model, args, hop_name, body_op):
     assert body_nodes
     hop = next(n for n in gm.graph.nodes if n.op == "call_function" and hop_name in str(n.target))
 
-    # Inside a region: control flow whose body holds only supported ops is delegated whole.
-    (region,) = partition_graph(gm).partitions
-    assert hop in region.nodes
-    assert not body_nodes & set(region.nodes)  # bodies travel as subgraphs, never split
+    # Inside a region: control flow whose body holds only supported ops is delegated whole
+    # (map only where AOTInductor compiles it: torch >= 2.13).
     inside = fxdelegate.lower(torch.export.export(model, args), backend="reference")
-    assert [n for n in inside.exported_program.graph.nodes if hop_name in str(n.target)] == []
+    if hop.target.name() in CONTROL_FLOW_OPS:
+        (region,) = partition_graph(gm).partitions
+        assert hop in region.nodes
+        assert not body_nodes & set(region.nodes)  # bodies travel as subgraphs, never split
+        assert [n for n in inside.exported_program.graph.nodes if hop_name in str(n.target)] == []
+    else:
+        reasons = {r.node: r for r in partition_graph(gm).rejected}
+        assert reasons[hop].reason is RejectReason.UNSUPPORTED
 
     # Across a boundary: an excluded op in the body keeps the HOP in the executor,
     # with regions on both sides of it.
