@@ -34,7 +34,8 @@ def main(job_path: str) -> int:
         }
     except Exception as exc:
         result = {
-            "error": f"{type(exc).__name__}: {exc}",
+            "error": str(exc),
+            "error_type": type(exc).__name__,
             "traceback": traceback.format_exc()[-4000:],
         }
     with open(job["result"], "w") as f:
