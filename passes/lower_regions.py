@@ -17,7 +17,7 @@ import warnings
 import torch
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from fxdelegate.errors import BackendCompileError
+from fxdelegate.errors import BackendCompileError, BackendError
 from fxdelegate.runtime.backend import RegionArtifact, RegionToCompile, get_compiler, get_runtime
 
 from .compile_cache import CompileCache
@@ -122,7 +122,14 @@ class LowerRegionsPass(PassBase):
                 constants = {
                     name: _state(ctx, fqn) for name, fqn in record.artifact.constant_bindings
                 }
-                record.runner = runtime.load(record.artifact, constants)
+                try:
+                    record.runner = runtime.load(record.artifact, constants)
+                except BackendError as exc:
+                    # e.g. options that fold weights into the code (GEMM prepacking)
+                    if ctx.strict:
+                        raise
+                    _fall_back(ctx, record, _first_line(exc))
+                    continue
                 lowered.append(record)
         ctx.regions = [r for r in ctx.regions if r in lowered]
         ctx.compile_stats = {

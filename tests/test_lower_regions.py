@@ -98,3 +98,31 @@ def test_unknown_and_runtime_only_backends():
     register_backend("runtime_only", runtime=RuntimeOnly(), replace=True)
     with pytest.raises(BackendError, match="no compiler registered"):
         fxdelegate.lower(ep, backend="runtime_only")
+
+
+class RefusingRuntime(CountingRuntime):
+    backend_id = "refusing"
+
+    def load(self, artifact, constants):
+        if artifact.key.startswith("region_1"):
+            raise BackendError("weights ['constant4'] were not provided")
+        return super().load(artifact, constants)
+
+
+def test_a_region_its_runtime_cannot_load_stays_in_the_executor():
+    compiler = CountingCompiler()
+    compiler.backend_id = "refusing"
+    register_backend("refusing", runtime=RefusingRuntime(), compiler=compiler, replace=True)
+    model = SkipEdges()
+    ep = torch.export.export(model, (torch.randn(5),))
+    with pytest.warns(UserWarning, match="region_1"):
+        prog = fxdelegate.lower(ep, backend="refusing", exclude_ops=["aten.gelu"])
+    assert [p.name for p in prog.partitions] == ["region_0"]
+    assert (
+        "region_1 failed to compile (BackendError: weights ['constant4'] were not provided)"
+        in prog.report()
+    )
+    x = torch.randn(5)
+    torch.testing.assert_close(prog(x), model(x))
+    with pytest.raises(BackendError, match="constant4"):
+        fxdelegate.lower(ep, backend="refusing", exclude_ops=["aten.gelu"], strict=True)
