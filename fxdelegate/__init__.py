@@ -2,10 +2,20 @@
 each through a backend (AOTInductor by default), run the rest in a fast serial
 executor, and package everything as one .pt2 archive."""
 
+import os
 import warnings
 
 # torch warns at import when NumPy is absent; fxdelegate never needs NumPy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+# In a source checkout (say, Python started in the repository's root, which
+# shadows the installed package), partitioner/, passes/ and runtime/ sit
+# beside this folder rather than inside it: map them in as the install does.
+_checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if not os.path.isdir(os.path.join(os.path.dirname(__file__), "runtime")) and os.path.isfile(
+    os.path.join(_checkout, "runtime", "__init__.py")
+):
+    __path__.append(_checkout)  # type: ignore[name-defined]
 
 
 from fxdelegate.runtime.backend import register_backend

@@ -54,3 +54,8 @@ def test_install_maps_components_into_one_package(tmp_path, editable):
         assert "site-packages" in str(partitioner_dir)
     assert run.stdout.strip().endswith("ok 2")
     assert sys.executable != str(python)
+    # Started in the repository's root, Python finds the source folder first; it must
+    # still resolve the component packages (the demo and compile workers run this way).
+    from_root = subprocess.run([python, "-c", CHECK], capture_output=True, text=True, cwd=ROOT)
+    assert from_root.returncode == 0, from_root.stdout + from_root.stderr
+    assert from_root.stdout.strip().endswith("ok 2")
