@@ -13,21 +13,11 @@ from ratios import record
 
 import fxdelegate
 from fxdelegate.runtime.archive import archive_members
-
-
-class Wide(torch.nn.Module):
-    def __init__(self, n=6, width=1024):
-        super().__init__()
-        self.lins = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(n))
-
-    def forward(self, x):
-        for lin in self.lins:
-            x = torch.nn.functional.gelu(lin(x))
-        return x
+from models import Wide
 
 
 def test_archive_size_vs_weights_plus_code(benchmark):
-    model = Wide().eval()
+    model = Wide(6).eval()
     ep = torch.export.export(model, (torch.randn(4, 1024),))
     prog = fxdelegate.lower(ep, exclude_ops=["aten.gelu"])
     path = os.path.join(tempfile.mkdtemp(), "wide.pt2")

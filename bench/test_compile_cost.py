@@ -13,10 +13,10 @@ import tempfile
 import time
 
 import torch
+from bench_models import GeluBlocks
 from ratios import fmt_seconds, interleaved, median, record
 
 import fxdelegate
-from models import GeluBlocks
 
 TABLE = "compile cost (AOTInductor caches warm; fxdelegate cache cold unless stated)"
 

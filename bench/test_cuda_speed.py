@@ -9,54 +9,16 @@ with the device synchronized around a block of calls, interleaved rounds.
 
 from __future__ import annotations
 
-import math
-import tempfile
-
 import pytest
 import torch
+from baselines import whole_graph_aoti
+from bench_models import GeluBlocks
 from ratios import fmt_seconds, interleaved, median, record
+from zoo.models import Encoder
 
 import fxdelegate
-from models import GeluBlocks
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-class Encoder(torch.nn.Module):
-    def __init__(self, layers=4, d=256, heads=4, ff=1024):
-        super().__init__()
-        self.heads = heads
-        self.layers = torch.nn.ModuleList(
-            torch.nn.ModuleDict(
-                {
-                    "ln1": torch.nn.LayerNorm(d),
-                    "qkv": torch.nn.Linear(d, 3 * d),
-                    "proj": torch.nn.Linear(d, d),
-                    "ln2": torch.nn.LayerNorm(d),
-                    "fc1": torch.nn.Linear(d, ff),
-                    "fc2": torch.nn.Linear(ff, d),
-                }
-            )
-            for _ in range(layers)
-        )
-
-    def forward(self, x):
-        b, s, d = x.shape
-        for layer in self.layers:
-            q, k, v = layer["qkv"](layer["ln1"](x)).chunk(3, dim=-1)
-            q, k, v = (
-                t.reshape(b, s, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v)
-            )
-            attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // self.heads), dim=-1) @ v
-            x = x + layer["proj"](attn.transpose(1, 2).reshape(b, s, d))
-            x = x + layer["fc2"](torch.nn.functional.gelu(layer["fc1"](layer["ln2"](x))))
-        return x
-
-
-def _whole_graph_aoti(ep):
-    path = tempfile.mktemp(suffix=".pt2")
-    torch._inductor.aoti_compile_and_package(ep, package_path=path)
-    return torch._C._aoti.AOTIModelPackageLoader(path, "model", False, 1, -1).run
 
 
 def _timer(fn, calls):
@@ -72,7 +34,7 @@ def _timer(fn, calls):
 def _compare(name, model, x, calls=200):
     ep = torch.export.export(model, (x,))
     prog = fxdelegate.lower(ep, exclude_ops=["aten.gelu"])
-    raw = _whole_graph_aoti(ep)
+    raw = whole_graph_aoti(ep)
     compiled = torch.compile(model)
     torch.testing.assert_close(prog(x), model(x), rtol=2e-3, atol=2e-3)
     times = interleaved(
@@ -102,7 +64,7 @@ def _compare(name, model, x, calls=200):
 @pytest.mark.parametrize("batch", [1, 32])
 def test_small_transformer(benchmark, batch):
     torch.manual_seed(0)
-    model = Encoder().eval().cuda()
+    model = Encoder(d=256, heads=4, layers=4, ff=1024).eval().cuda()
     t = _compare(
         f"encoder 4x256, batch {batch}, seq 64", model, torch.randn(batch, 64, 256, device="cuda")
     )

@@ -8,25 +8,16 @@ Every comparison is timed interleaved in one process; the summary prints ratios.
 
 from __future__ import annotations
 
-import tempfile
-
 import torch
+from baselines import whole_graph_aoti
+from bench_models import BigIntermediates, CheapOps, GeluBlocks, TinyMLP
 from ratios import fmt_seconds, interleaved, median, record, record_series
 from torch.fx.passes.operator_support import OperatorSupportBase
 
 import fxdelegate
 from fxdelegate.runtime.memory import peak_allocated_bytes
-from models import BigIntermediates, CheapOps, GeluBlocks, TinyMLP
 
 TABLE = "executor latency per call, side by side (median of interleaved rounds; ratio to the first column)"
-
-
-def _whole_graph_aoti(ep):
-    """The exported graph compiled whole by AOTInductor, called through its loader's run."""
-    path = tempfile.mktemp(suffix=".pt2")
-    torch._inductor.aoti_compile_and_package(ep, package_path=path)
-    loader = torch._C._aoti.AOTIModelPackageLoader(path, "model", False, 1, -1)
-    return loader.run
 
 
 def _timer(fn, calls):
@@ -59,7 +50,7 @@ def test_tiny_fully_delegated_vs_raw_aoti(benchmark):
     x = torch.randn(4, 16)
     ep = torch.export.export(model, (x,))
     prog = fxdelegate.lower(ep, backend="aoti")
-    raw = _whole_graph_aoti(ep)
+    raw = whole_graph_aoti(ep)
     torch.testing.assert_close(prog(x), raw([x])[0])
     calls = 2000
     times = interleaved(
@@ -86,7 +77,7 @@ def test_eight_blocks_gelu_in_executor_vs_eager(benchmark):
     ep = torch.export.export(model, (x,))
     prog = fxdelegate.lower(ep, backend="aoti", exclude_ops=["aten.gelu"])
     assert len(prog.partitions) == 9  # 8 blocks + the last residual add
-    raw = _whole_graph_aoti(ep)
+    raw = whole_graph_aoti(ep)
     module = ep.module()
     torch.testing.assert_close(prog(x), model(x))
     calls = 200

@@ -90,3 +90,16 @@ class SkipEdges(torch.nn.Module):
         c = a + 1  # same level as a
         d = b * c  # must not join a's region through the gelu path
         return d + a
+
+
+class Wide(torch.nn.Module):
+    """`n` width x width linears, GELU between them (weights dominate the archive)."""
+
+    def __init__(self, n: int = 5, width: int = 1024):
+        super().__init__()
+        self.lins = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(n))
+
+    def forward(self, x):
+        for lin in self.lins:
+            x = torch.nn.functional.gelu(lin(x))
+        return x

@@ -14,25 +14,13 @@ import fxdelegate
 from fxdelegate.demo import demo_inputs
 from fxdelegate.errors import ArchiveError, InvalidArgumentError
 from fxdelegate.runtime.archive import archive_members
+from models import Wide
 
 pytestmark = pytest.mark.aoti
 
 
-class Wide(torch.nn.Module):
-    """Five 1024x1024 linears (21 MB of weights), GELU between them in the executor."""
-
-    def __init__(self):
-        super().__init__()
-        self.lins = torch.nn.ModuleList(torch.nn.Linear(1024, 1024) for _ in range(5))
-
-    def forward(self, x):
-        for lin in self.lins:
-            x = torch.nn.functional.gelu(lin(x))
-        return x
-
-
 def test_archive_holds_each_weight_once_plus_compiled_code(tmp_path):
-    model = Wide().eval()
+    model = Wide(5).eval()  # 21 MB of weights
     ep = torch.export.export(model, (torch.randn(4, 1024),))
     prog = fxdelegate.lower(ep, exclude_ops=["aten.gelu"])
     path = tmp_path / "wide.pt2"

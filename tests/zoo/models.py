@@ -44,9 +44,10 @@ class CNN(torch.nn.Module):
 class Encoder(torch.nn.Module):
     """A two-layer transformer encoder written out (attention, MLP, LayerNorm)."""
 
-    def __init__(self, d=32, heads=4, layers=2):
+    def __init__(self, d=32, heads=4, layers=2, ff=None):
         super().__init__()
         self.heads = heads
+        ff = ff or 2 * d
         self.blocks = torch.nn.ModuleList(
             torch.nn.ModuleDict(
                 {
@@ -54,8 +55,8 @@ class Encoder(torch.nn.Module):
                     "qkv": torch.nn.Linear(d, 3 * d),
                     "out": torch.nn.Linear(d, d),
                     "ln2": torch.nn.LayerNorm(d),
-                    "fc1": torch.nn.Linear(d, 2 * d),
-                    "fc2": torch.nn.Linear(2 * d, d),
+                    "fc1": torch.nn.Linear(d, ff),
+                    "fc2": torch.nn.Linear(ff, d),
                 }
             )
             for _ in range(layers)
