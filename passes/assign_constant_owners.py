@@ -1,9 +1,10 @@
 """Give every parameter, buffer and lifted constant exactly one owner.
 
-State read only by one region moves into that region (it is compiled in and
-stored once, with the region). State read by several regions, by the
-executor, mutated, or returned stays with the executor and is passed to each
-region that reads it: never silently duplicated.
+State read only by one region belongs to that region: it stops being a graph
+input and is bound to the region's compiled code at load time (the tensor
+stays stored once, in the program's state). State read by several regions,
+by the executor, mutated, or returned stays with the executor and is passed
+to each region that reads it: never silently duplicated.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ instead of re-exporting a submodule: node ``val``s keep the parent's symbolic
 shapes, so every ``Dim`` that reaches the region stays dynamic there and one
 compiled artifact serves every size in its range.
 
-Inputs, in order: state the region owns (parameters, buffers, constants: they
-are compiled in), then runtime tensors from the parent. Symbolic sizes the
+Inputs, in order: state the region owns (parameters, buffers, constants,
+under canonical names ``weight_<i>``; bound at load time), then runtime
+tensors from the parent. Symbolic sizes the
 region needs are recomputed inside it from its tensor inputs' shapes; when no
 input carries a symbol as a plain dimension, the parent's graph input that
 does is passed in as well.
