@@ -34,8 +34,8 @@ def _rewrite(src, dst, *, edit=None, drop=None, add=None, meta=None):
                 m = json.loads(data)
                 meta(m)
                 data = json.dumps(m).encode()
-            if edit and edit(name):
-                data = edit(name)(data) if callable(edit(name)) else data
+            if edit and name in edit:
+                data = edit[name](data)
             zout.writestr(info, data)
         for name, data in (add or {}).items():
             zout.writestr(name, data)
@@ -102,7 +102,7 @@ def test_unsupported_writers_devices_and_missing_regions(good, tmp_path):
             "region_0-reference.json is missing",
         ),
         "garbage_json": (
-            dict(edit=lambda n: (lambda d: b"{not json") if n == "models/model.json" else None),
+            dict(edit={"models/model.json": lambda d: b"{not json"}),
             "not a valid serialized program",
         ),
     }
@@ -114,38 +114,31 @@ def test_unsupported_writers_devices_and_missing_regions(good, tmp_path):
             fxdelegate.load(path)
 
 
+def _edit_first_weight(good, dst, change):
+    """Rewrite the archive with `change` applied to the first weight's config entry."""
+
+    def edit(data):
+        config = json.loads(data)
+        change(next(iter(config["config"].values())))
+        return json.dumps(config).encode()
+
+    return _rewrite(good, dst, edit={"data/weights/model_weights_config.json": edit})
+
+
 def test_pickled_payloads_are_refused(good, tmp_path):
-    def pickled(name):
-        if name == "data/weights/model_weights_config.json":
-
-            def change(data):
-                config = json.loads(data)
-                first = next(iter(config["config"].values()))
-                first["use_pickle"] = True
-                return json.dumps(config).encode()
-
-            return change
-        return None
-
-    path = _rewrite(good, tmp_path / "pickle.pt2", edit=pickled)
+    path = _edit_first_weight(
+        good, tmp_path / "pickle.pt2", lambda entry: entry.update(use_pickle=True)
+    )
     with pytest.raises(ArchiveError, match="stored with pickle"):
         fxdelegate.load(path)
 
 
 def test_weight_record_too_small_for_its_shape_is_refused(good, tmp_path):
-    def grow(name):
-        if name == "data/weights/model_weights_config.json":
+    def grow(entry):
+        sizes = entry["tensor_meta"]["sizes"]
+        entry["tensor_meta"]["sizes"] = [{"as_int": 4096}, *sizes[1:]]
 
-            def change(data):
-                config = json.loads(data)
-                meta = next(iter(config["config"].values()))["tensor_meta"]
-                meta["sizes"] = [{"as_int": 4096}, *meta["sizes"][1:]]
-                return json.dumps(config).encode()
-
-            return change
-        return None
-
-    path = _rewrite(good, tmp_path / "small.pt2", edit=grow)
+    path = _edit_first_weight(good, tmp_path / "small.pt2", grow)
     with pytest.raises(ArchiveError, match=r"needs .* bytes but its record"):
         fxdelegate.load(path)
 
