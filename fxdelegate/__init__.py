@@ -19,6 +19,7 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "runtime")) and os.
 
 
 from fxdelegate.runtime.backend import register_backend
+from fxdelegate.runtime.cuda_graph_options import CUDAGraphOptions
 
 from .api import load, lower
 from .errors import (
@@ -38,6 +39,7 @@ __all__ = [
     "ArchiveError",
     "BackendCompileError",
     "BackendError",
+    "CUDAGraphOptions",
     "DelegatedProgram",
     "FxDelegateError",
     "InputMismatchError",

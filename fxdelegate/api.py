@@ -28,7 +28,18 @@ from fxdelegate.passes.compile_cache import default_cache_dir
 from fxdelegate.passes.context import CONTEXT_KEY
 from fxdelegate.passes.tag_regions import existing_delegates
 from fxdelegate.runtime.archive import read_archive
-from fxdelegate.runtime.backend import get_compiler, get_runtime
+from fxdelegate.runtime.backend import (
+    BackendRuntime,
+    RegionArtifact,
+    Runner,
+    get_compiler,
+    get_runtime,
+)
+from fxdelegate.runtime.cuda_graph_options import (
+    CUDAGraphOptions,
+    graph_device,
+    resolve_cuda_graphs,
+)
 from fxdelegate.runtime.lowered_module import delegate_key
 
 from .program import DelegatedProgram
@@ -48,6 +59,7 @@ def lower(
     cache_dir: str | os.PathLike[str] | bool | None = None,
     strict: bool = False,
     compile_workers: int | None = None,
+    cuda_graphs: bool | CUDAGraphOptions = False,
 ) -> DelegatedProgram:
     """Partition `exported_program`, compile each region with `backend`, and return
     a callable program whose delegate nodes run the compiled regions.
@@ -65,6 +77,8 @@ def lower(
             or ``~/.cache/fxdelegate``; False disables the cache.
         strict: raise when a region fails to compile, instead of leaving it in the executor.
         compile_workers: processes compiling distinct regions at once (default: one per core).
+        cuda_graphs: record each call's GPU work in CUDA graphs and replay it (True,
+            or a :class:`CUDAGraphOptions`); the program must run on a CUDA device.
     """
     if isinstance(exported_program, DelegatedProgram):
         exported_program = exported_program.exported_program  # lower it further
@@ -84,6 +98,7 @@ def lower(
         raise InvalidArgumentError(
             f"compile_options must be a dict, got {type(compile_options).__name__}"
         )
+    graphs = _check_cuda_graphs(cuda_graphs, exported_program)
 
     start = time.perf_counter()
     with _quiet_torch_internals():
@@ -103,6 +118,7 @@ def lower(
         cache_dir=os.fspath(cache_dir) if cache_dir else None,
         strict=strict,
         compile_workers=compile_workers,
+        recordable_runners=graphs is not None,
     )
     graph_module = prepared.graph_module
     try:
@@ -133,15 +149,56 @@ def lower(
     )
     artifacts = {r.artifact.key: r.artifact for r in context.regions}  # type: ignore[union-attr]
     runners = {r.artifact.key: r.runner for r in context.regions}  # type: ignore[union-attr]
+    recordable = {r.artifact.key for r in context.regions if r.recordable}  # type: ignore[union-attr]
     # Regions delegated by an earlier lowering are left alone, and loaded again here.
     for module in existing_delegates(program.graph_module):
         if module.key not in artifacts:
             artifacts[module.key] = module.artifact
             constants = _bound_constants(program, module.artifact, "the program")
-            runners[module.key] = get_runtime(module.backend_id).load(module.artifact, constants)
+            runners[module.key], ok = load_runner(
+                get_runtime(module.backend_id), module.artifact, constants, graphs is not None
+            )
+            if ok:
+                recordable.add(module.key)
     return DelegatedProgram(
-        program, artifacts, runners, summary, check_inputs=check_inputs, workdir=workdir
-    )  # type: ignore[arg-type]
+        program,
+        artifacts,
+        runners,  # type: ignore[arg-type]
+        summary,
+        check_inputs=check_inputs,
+        workdir=workdir,
+        cuda_graphs=graphs,
+        recordable=frozenset(recordable),
+    )
+
+
+def _check_cuda_graphs(
+    value: bool | CUDAGraphOptions, program: ExportedProgram
+) -> CUDAGraphOptions | None:
+    """The options, once the program and this machine can use them (checked before compiling)."""
+    options = resolve_cuda_graphs(value)
+    if options is None:
+        return None
+    if options.capturer is None and not torch.cuda.is_available():
+        raise InvalidArgumentError(
+            "cuda_graphs=True needs a CUDA device, and torch sees none on this machine"
+        )
+    graph_device(program, options.capturer.device_type if options.capturer else "cuda")
+    return options
+
+
+def load_runner(
+    runtime: BackendRuntime,
+    artifact: RegionArtifact,
+    constants: dict[str, torch.Tensor],
+    recordable: bool,
+) -> tuple[Runner, bool]:
+    """A region's runner (one a CUDA graph can record, when asked and the backend has one)."""
+    if recordable:
+        runner = runtime.load_recordable(artifact, constants)
+        if runner is not None:
+            return runner, True
+    return runtime.load(artifact, constants), False
 
 
 @contextlib.contextmanager
@@ -240,16 +297,28 @@ def _bound_constants(program: ExportedProgram, artifact: Any, path: str) -> dict
     return constants
 
 
-def load(path: str | os.PathLike[str], *, check_inputs: bool = True) -> DelegatedProgram:
+def load(
+    path: str | os.PathLike[str],
+    *,
+    check_inputs: bool = True,
+    cuda_graphs: bool | CUDAGraphOptions = False,
+) -> DelegatedProgram:
     """Load a program saved with :meth:`DelegatedProgram.save`. Compiles nothing.
 
+    `cuda_graphs` records each call's GPU work and replays it, as in :func:`lower`.
     Loading runs the native code inside the archive: load only archives you trust.
     """
     contents = read_archive(path)
+    graphs = _check_cuda_graphs(cuda_graphs, contents.program)
     runners = {}
+    recordable = set()
     for key, artifact in contents.artifacts.items():
         constants = _bound_constants(contents.program, artifact, contents.path)
-        runners[key] = get_runtime(artifact.backend_id).load(artifact, constants)
+        runners[key], ok = load_runner(
+            get_runtime(artifact.backend_id), artifact, constants, graphs is not None
+        )
+        if ok:
+            recordable.add(key)
     delegate = torch.ops.higher_order.executorch_call_delegate
     for node in contents.program.graph.nodes:
         if node.op == "call_function" and node.target is delegate:
@@ -264,5 +333,11 @@ def load(path: str | os.PathLike[str], *, check_inputs: bool = True) -> Delegate
     except (KeyError, TypeError) as exc:
         raise ArchiveError(f"{contents.path}: the stored report is malformed: {exc}") from exc
     return DelegatedProgram(
-        contents.program, contents.artifacts, runners, summary, check_inputs=check_inputs
+        contents.program,
+        contents.artifacts,
+        runners,
+        summary,
+        check_inputs=check_inputs,
+        cuda_graphs=graphs,
+        recordable=frozenset(recordable),
     )

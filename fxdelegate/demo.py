@@ -43,12 +43,17 @@ class DemoModel(torch.nn.Module):
         return {"logits": logits, "features": (x, x.mean(dim=-1))}
 
 
-def demo_inputs(batch: int, width: int = 64) -> tuple[tuple[torch.Tensor], dict[str, torch.Tensor]]:
-    return (torch.randn(batch, width),), {"scale": torch.rand(batch, 1) + 0.5}
+def demo_inputs(
+    batch: int, width: int = 64, device: str | torch.device = "cpu"
+) -> tuple[tuple[torch.Tensor], dict[str, torch.Tensor]]:
+    x = torch.randn(batch, width, device=device)
+    return (x,), {"scale": torch.rand(batch, 1, device=device) + 0.5}
 
 
 def export_demo(model: DemoModel, batch: int = 8) -> torch.export.ExportedProgram:
-    args, kwargs = demo_inputs(batch)
+    """`model` exported with a dynamic batch, on the device its weights are on."""
+    device = next(model.parameters()).device
+    args, kwargs = demo_inputs(batch, model.head.in_features, device)
     batch_dim = Dim("batch", min=1, max=1024)
     return torch.export.export(
         model, args, kwargs, dynamic_shapes={"x": {0: batch_dim}, "scale": {0: batch_dim}}

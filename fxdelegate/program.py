@@ -15,6 +15,9 @@ from fxdelegate.errors import FxDelegateError
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
 from fxdelegate.runtime.archive import write_archive
 from fxdelegate.runtime.backend import RegionArtifact, Runner, get_runtime
+from fxdelegate.runtime.cuda_graph_options import CUDAGraphOptions, unrecordable_regions
+from fxdelegate.runtime.cuda_graph_report import describe_off
+from fxdelegate.runtime.cuda_graphs import CUDAGraphRunner
 from fxdelegate.runtime.executor import ProgramExecutor
 from fxdelegate.runtime.profile import ProfileReport
 from fxdelegate.runtime.weight_update import current_weight, plan_weight_update
@@ -35,12 +38,17 @@ class DelegatedProgram:
         *,
         check_inputs: bool = True,
         workdir: str | None = None,
+        cuda_graphs: CUDAGraphOptions | None = None,
+        recordable: frozenset[str] = frozenset(),
     ) -> None:
+        """`recordable` names the regions whose runners a CUDA graph can record."""
         self.exported_program = exported_program
         self.artifacts = artifacts
         self.summary = summary
         self._runners = runners
-        self._executor = ProgramExecutor(exported_program, runners, check_inputs=check_inputs)
+        self._graph_options = cuda_graphs
+        self._recordable = recordable
+        self._executor = self._make_executor(check_inputs)
         if workdir is not None:
             # Compiled region packages live here until the program is gone.
             self._cleanup = weakref.finalize(self, shutil.rmtree, workdir, True)
@@ -76,10 +84,23 @@ class DelegatedProgram:
                 self._runners[key] = runtime.rebind(
                     self._runners[key], artifact, changed, constants
                 )
-        # The executor binds its weights into generated code: regenerate it.
-        self._executor = ProgramExecutor(
-            program, self._runners, check_inputs=self._executor.check_inputs
+        # The executor binds its weights into generated code (and graphs record their
+        # addresses): regenerate it.
+        self._executor = self._make_executor(self._executor.check_inputs)
+
+    def _make_executor(self, check_inputs: bool) -> ProgramExecutor:
+        return ProgramExecutor(
+            self.exported_program,
+            self._runners,
+            check_inputs=check_inputs,
+            cuda_graphs=self._graph_options,
+            unrecordable=unrecordable_regions(self.artifacts, self._recordable),
         )
+
+    @property
+    def cuda_graphs(self) -> CUDAGraphRunner | None:
+        """The CUDA-graph runner (segments, ``stats()``, ``pool_bytes()``), or None when off."""
+        return self._executor.graphs
 
     @property
     def partitions(self) -> list[RegionSummary]:
@@ -107,8 +128,11 @@ class DelegatedProgram:
         return self._executor.profile(args, kwargs, runs=runs)
 
     def report(self) -> str:
-        """A readable table: regions, and every op left in the executor with the reason."""
-        return self.summary.format()
+        """A readable table: regions, every op left in the executor with the reason,
+        and whether CUDA graphs are on (their segments, and why any node is not recorded)."""
+        graphs = self.cuda_graphs
+        section = graphs.report() if graphs is not None else describe_off(self.exported_program)
+        return self.summary.format() + "\n\n" + section
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write a self-contained .pt2 that `fxdelegate.load` runs without compiling."""

@@ -31,6 +31,9 @@ class RegionRecord:
     inputs: list[torch.fx.Node] = field(default_factory=list)
     # Parent-graph values the region produces for the rest of the graph, in output order.
     outputs: list[torch.fx.Node] = field(default_factory=list)
+    # Buffers the region writes in place: (FQN, parent placeholder, new value node).
+    # The parent then neither outputs the new value nor copies it back.
+    in_place: list[tuple[str, torch.fx.Node, torch.fx.Node]] = field(default_factory=list)
     # State (parameter/buffer/constant FQNs) that moved into the region.
     owned_state: list[str] = field(default_factory=list)
     owned_bytes: int = 0
@@ -38,6 +41,7 @@ class RegionRecord:
     example_inputs: tuple[Any, ...] = ()
     artifact: RegionArtifact | None = None
     runner: Runner | None = None
+    recordable: bool = False  # the runner can be recorded in a CUDA graph
     delegate_node: torch.fx.Node | None = None
 
     @property
@@ -71,6 +75,8 @@ class LoweringContext:
     cache_dir: str | None = None
     strict: bool = False
     compile_workers: int | None = None
+    # Load runners that CUDA graphs can record (where the backend has them).
+    recordable_runners: bool = False
     failed_regions: dict[str, str] = field(default_factory=dict)  # region -> compiler error
     compile_stats: dict[str, Any] = field(default_factory=dict)
 

@@ -12,6 +12,7 @@ import operator
 import torch
 from torch.export.graph_signature import (
     ExportGraphSignature,
+    OutputKind,
     OutputSpec,
     SymIntArgument,
     TensorArgument,
@@ -37,6 +38,7 @@ class DelegateRegionsPass(PassBase):
         if not ctx.regions:
             return PassResult(graph_module, False)
         graph = graph_module.graph
+        _drop_in_place_write_backs(graph, ctx)
         delegate = torch.ops.higher_order.executorch_call_delegate
         # Outputs of regions already replaced, read by later regions.
         replaced: dict[torch.fx.Node, torch.fx.Node] = {}
@@ -108,6 +110,21 @@ class DelegateRegionsPass(PassBase):
         for node in graph_module.graph.nodes:
             if node.op == "call_function" and REGION_TAG in node.meta:
                 raise AssertionError(f"region node {node.name} is still in the parent graph")
+
+
+def _drop_in_place_write_backs(graph: torch.fx.Graph, ctx) -> None:
+    """Buffers a region writes itself are no longer returned (and copied back) by the parent."""
+    written = {fqn for record in ctx.regions for fqn, _, _ in record.in_place}
+    if not written:
+        return
+    output = graph.output_node()
+    keep = [
+        (spec, value)
+        for spec, value in zip(ctx.signature.output_specs, output.args[0])
+        if not (spec.kind == OutputKind.BUFFER_MUTATION and spec.target in written)
+    ]
+    output.args = (tuple(value for _, value in keep),)
+    ctx.signature = ExportGraphSignature(ctx.signature.input_specs, [spec for spec, _ in keep])
 
 
 def _renamed_outputs(specs: list[OutputSpec], returned: tuple) -> list[OutputSpec]:

@@ -19,6 +19,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from fxdelegate.errors import BackendCompileError, BackendError
 from fxdelegate.runtime.backend import RegionArtifact, RegionToCompile, get_compiler, get_runtime
+from fxdelegate.runtime.capture_plan import region_host_sync
 
 from .compile_cache import CompileCache
 from .context import LoweringContext, RegionRecord, get_context
@@ -123,7 +124,14 @@ class LowerRegionsPass(PassBase):
                     name: _state(ctx, fqn) for name, fqn in record.artifact.constant_bindings
                 }
                 try:
-                    record.runner = runtime.load(record.artifact, constants)
+                    record.runner = (
+                        runtime.load_recordable(record.artifact, constants)
+                        if ctx.recordable_runners
+                        else None
+                    )
+                    record.recordable = record.runner is not None
+                    if record.runner is None:
+                        record.runner = runtime.load(record.artifact, constants)
                 except BackendError as exc:
                     # e.g. options that fold weights into the code (GEMM prepacking)
                     if ctx.strict:
@@ -165,7 +173,12 @@ def _region_artifact(
         package_path=shared.package_path,
         package_key=shared.package_key,
         program=program,
-        meta={**shared.meta, "constants": constants, "content_key": shared.key},
+        meta={
+            **shared.meta,
+            "constants": constants,
+            "content_key": shared.key,
+            "host_sync": region_host_sync(program.graph_module),
+        },
     )
 
 

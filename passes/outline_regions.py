@@ -7,7 +7,14 @@ compiled artifact serves every size in its range.
 
 Inputs, in order: state the region owns (parameters, buffers, constants,
 under canonical names ``weight_<i>``; bound at load time), then runtime
-tensors from the parent. Symbolic sizes the
+tensors from the parent.
+
+A buffer the program mutates is written by the region itself when the
+backend allows it and nothing outside the region reads the buffer's old or
+new value: the region's program mutates that input in place (a
+USER_INPUT_MUTATION output), and the parent stops copying the new value back.
+A KV cache updated with ``index_copy_`` then costs one small write per step
+instead of two copies of the whole cache. Symbolic sizes the
 region needs are recomputed inside it from its tensor inputs' shapes; when no
 input carries a symbol as a plain dimension, the parent's graph input that
 does is passed in as well.
@@ -34,7 +41,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from fxdelegate.partitioner.candidates import ValueKind, value_kind
 from fxdelegate.partitioner.symbolic import size_expr, symbol_sources
-from fxdelegate.runtime.backend import example_value
+from fxdelegate.runtime.backend import example_value, get_compiler
 
 from .context import LoweringContext, RegionRecord, get_context
 from .symbolic_sizes import SizeExprBuilder
@@ -53,7 +60,10 @@ class OutlineRegionsPass(PassBase):
         placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
         parent_sizes = symbol_sources(placeholders)
         specs_by_name = {s.arg.name: s for s in ctx.signature.input_specs}
+        in_place = get_compiler(ctx.backend_id).supports_input_mutation
         for record in ctx.regions:
+            if in_place:
+                record.in_place = buffers_written_in_place(graph_module, record, ctx)
             outline_region(graph_module, record, ctx, specs_by_name, parent_sizes)
         return PassResult(graph_module, False)
 
@@ -68,6 +78,33 @@ class OutlineRegionsPass(PassBase):
                 )
             if len(record.program.graph_signature.user_outputs) != len(record.outputs):
                 raise AssertionError(f"{record.name}: output count differs from the parent's uses")
+
+
+def buffers_written_in_place(
+    parent: torch.fx.GraphModule, record: RegionRecord, ctx: LoweringContext
+) -> list[tuple[str, torch.fx.Node, torch.fx.Node]]:
+    """Mutated buffers whose old and new values are read only inside the region."""
+    members = set(record.partition.nodes)
+    output = parent.graph.output_node()
+    returned = list(output.args[0])
+    placeholders = {n.name: n for n in parent.graph.nodes if n.op == "placeholder"}
+    buffer_input = {
+        s.target: placeholders.get(s.arg.name)
+        for s in ctx.signature.input_specs
+        if s.kind == InputKind.BUFFER
+    }
+    found = []
+    for position, spec in enumerate(ctx.signature.output_specs):
+        if spec.kind != OutputKind.BUFFER_MUTATION:
+            continue
+        old, new = buffer_input.get(spec.target), returned[position]
+        if old is None or not isinstance(new, torch.fx.Node) or new not in members:
+            continue
+        if returned.count(new) != 1 or not all(u in members for u in old.users):
+            continue
+        if all(u in members or u is output for u in new.users):
+            found.append((spec.target, old, new))
+    return found
 
 
 def outline_region(
@@ -87,7 +124,13 @@ def outline_region(
             if arg not in members and arg not in seen:
                 seen.add(arg)
                 external.append(arg)
-    outputs = [n for n in ordered if any(u not in members for u in n.users)]
+    written = {new: old for _, old, new in record.in_place}
+    output_node = parent.graph.output_node()
+    outputs = [
+        n
+        for n in ordered
+        if any(u not in members and not (u is output_node and n in written) for u in n.users)
+    ]
 
     owned, runtime, sizes, bodies = [], [], [], []
     for value in external:
@@ -152,8 +195,15 @@ def outline_region(
         env[value] = graph.get_attr(value.target)  # type: ignore[arg-type]
     for node in ordered:
         env[node] = graph.node_copy(node, lambda n: env[n])
-    graph.output(tuple(env[n] for n in outputs))
+    graph.output(tuple(env[n] for n in [*written, *outputs]))
     output_specs = [
+        OutputSpec(
+            OutputKind.USER_INPUT_MUTATION,
+            TensorArgument(env[new].name),  # type: ignore[union-attr]
+            env[old].name,  # type: ignore[union-attr]
+        )
+        for new, old in written.items()
+    ] + [
         OutputSpec(OutputKind.USER_OUTPUT, TensorArgument(env[n].name), None)  # type: ignore[union-attr]
         for n in outputs
     ]

@@ -26,7 +26,7 @@ import sympy
 import torch
 from torch.export import ExportedProgram
 
-KEY_VERSION = 3
+KEY_VERSION = 4
 
 
 class _Canon:
@@ -134,6 +134,8 @@ def region_key(program: ExportedProgram, backend_id: str, options: dict[str, Any
         "backend": backend_id,
         "options": {k: repr(v) for k, v in sorted(options.items())},
         "graph": nodes,
+        # An input the region mutates in place changes what the artifact does.
+        "outputs": [s.kind.name for s in program.graph_signature.output_specs],
         "ranges": ranges,
         "machine": machine_fingerprint(),
     }

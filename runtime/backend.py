@@ -91,6 +91,16 @@ class BackendRuntime(ABC):
     def load(self, artifact: RegionArtifact, constants: Mapping[str, Any]) -> Runner:
         """Return the handle for one region: a callable on a flat input list."""
 
+    def load_recordable(
+        self, artifact: RegionArtifact, constants: Mapping[str, Any]
+    ) -> Runner | None:
+        """A handle a CUDA graph can record (no host syncs or locks inside), or None.
+
+        The executor calls it one call at a time. None (the default) means the
+        backend cannot be recorded: its regions run between recorded segments.
+        """
+        return None
+
     def execute(self, handle: Runner, inputs: list[Any]) -> list[Any]:
         return handle(inputs)
 
@@ -120,6 +130,10 @@ class BackendCompiler(ABC):
     cacheable: bool = False
     # `compile` may run in a separate process (the compiler is importable by path).
     parallel_safe: bool = False
+    # The compiled region may write an input in place (a region program with a
+    # USER_INPUT_MUTATION output): buffers the region updates are then written by
+    # the region itself instead of being copied back by the executor after it.
+    supports_input_mutation: bool = False
 
     def is_available(self) -> bool:
         return True

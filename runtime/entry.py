@@ -176,6 +176,7 @@ def build_entry(
     contiguous_inputs: frozenset[int] = frozenset(),
     slow: Callable[[tuple, dict], Any],
     instrument: bool = False,
+    graphs: Callable[[list[Any]], list[Any]] | None = None,
 ) -> tuple[Callable[..., Any], str, NodeTimes | None]:
     """The generated ``entry(*args, **kwargs)``; raises :class:`NoFastPath` when
     the program's pytrees use containers it does not handle.
@@ -183,6 +184,8 @@ def build_entry(
     `placeholder_sources` gives, per placeholder in order, ``("state", tensor)``
     or ``("user", flat_index)``; user inputs in `contiguous_inputs` are made
     contiguous before use (write-backs still go to the caller's tensor).
+    With `graphs`, the checked flat inputs go to that runner (which writes
+    mutations back and returns the flat user outputs) instead of the body.
     """
     cg = GraphCodegen(graph, owner, runners)
     writer = _EntryWriter(cg)
@@ -203,6 +206,47 @@ def build_entry(
     if checker is not None:
         writer.check_inputs(checker.specs, checker, leaf_names)
 
+    out_structure = pytree.tree_unflatten(list(range(out_spec.num_leaves)), out_spec)
+    if graphs is not None:
+        flat = ", ".join(leaf_names[i] for i in range(len(leaf_names)))
+        body = [f"    _o = {cg.bind(graphs, '_graphs')}([{flat}])"]
+        epilogue: list[str] = []
+        result = _build_output(out_structure, [f"_o[{i}]" for i in range(len(user_outputs))], cg)
+    else:
+        body, epilogue, result = _inline_body(
+            graph,
+            cg,
+            writer,
+            leaf_names,
+            placeholder_sources,
+            write_backs,
+            user_outputs,
+            contiguous_inputs,
+            out_structure,
+            instrument,
+        )
+    cg.globals["_slow"] = slow
+    source = (
+        "def entry(*args, **kwargs):\n"
+        + "\n".join([*writer.lines, *body, *epilogue, f"    return {result}"])
+        + "\n"
+    )
+    return cg.compile(source, "entry"), source, cg.times
+
+
+def _inline_body(
+    graph: torch.fx.Graph,
+    cg: GraphCodegen,
+    writer: _EntryWriter,
+    leaf_names: dict[int, str],
+    placeholder_sources: Sequence[tuple[str, Any]],
+    write_backs: Sequence[tuple[int, str, Any]],
+    user_outputs: Sequence[int],
+    contiguous_inputs: frozenset[int],
+    out_structure: Any,
+    instrument: bool,
+) -> tuple[list[str], list[str], str]:
+    """The graph's nodes as straight-line code: (body, write-backs, result expression)."""
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     names: dict[torch.fx.Node, str] = {}
     for node, (kind, source) in zip(placeholders, placeholder_sources):
@@ -220,12 +264,5 @@ def build_entry(
     for pos, kind, where in write_backs:
         target = cg.bind(where, "_s") if kind == "state" else leaf_names[where]
         epilogue.append(f"    {target}.copy_({outputs[pos]})")
-    out_structure = pytree.tree_unflatten(list(range(out_spec.num_leaves)), out_spec)
     result = _build_output(out_structure, [outputs[i] for i in user_outputs], cg)
-    cg.globals["_slow"] = slow
-    source = (
-        "def entry(*args, **kwargs):\n"
-        + "\n".join([*writer.lines, *body, *epilogue, f"    return {result}"])
-        + "\n"
-    )
-    return cg.compile(source, "entry"), source, cg.times
+    return body, epilogue, result

@@ -27,6 +27,8 @@ from torch.export.graph_signature import InputKind, OutputKind
 from fxdelegate.errors import InputMismatchError, UnsupportedProgramError
 
 from .backend import Runner
+from .cuda_graph_options import CUDAGraphOptions
+from .cuda_graphs import CUDAGraphRunner
 from .entry import NoFastPath, build_entry
 from .input_check import InputChecker
 from .plan import GraphPlan, NodeTimes, build_plan
@@ -109,7 +111,11 @@ class ProgramExecutor:
         runners: Mapping[str, Runner] | None = None,
         *,
         check_inputs: bool = True,
+        cuda_graphs: CUDAGraphOptions | None = None,
+        unrecordable: Mapping[str, str] | None = None,
     ) -> None:
+        """`cuda_graphs` turns on recording (see :mod:`.cuda_graphs`); `unrecordable`
+        maps the regions a CUDA graph cannot record to the reason."""
         self.program = program
         self.runners = dict(runners or {})
         self.in_spec: pytree.TreeSpec = program.call_spec.in_spec
@@ -166,7 +172,19 @@ class ProgramExecutor:
 
         self._contiguous_inputs = _inputs_needing_contiguity(program, self._sources)
         self.plan: GraphPlan = build_plan(program.graph, self.runners, owner=program.graph_module)
-        self._entries: dict[bool, Any] = {}
+        self.graphs: CUDAGraphRunner | None = None
+        if cuda_graphs is not None:
+            self.graphs = CUDAGraphRunner(
+                program,
+                self.runners,
+                sources=self._sources,
+                write_backs=self._write_back,
+                user_outputs=self._user_outputs,
+                contiguous_inputs=self._contiguous_inputs,
+                options=cuda_graphs,
+                unrecordable=unrecordable or {},
+            )
+        self._entries: dict[tuple[bool, bool], Any] = {}
         self._lock = threading.Lock()
         self.check_inputs = check_inputs
 
@@ -221,6 +239,7 @@ class ProgramExecutor:
                 contiguous_inputs=self._contiguous_inputs,
                 slow=self._generic_call,
                 instrument=instrument,
+                graphs=None if instrument else self.graphs,
             )
         except NoFastPath:
             if instrument:
@@ -267,6 +286,8 @@ class ProgramExecutor:
         """Run on flat user inputs; returns flat user outputs after applying write-backs."""
         if self._check_inputs:
             self.checker.check(flat)
+        if self.graphs is not None:
+            return self.graphs(flat)
         contiguous = self._contiguous_inputs
         inputs = [
             source
@@ -283,10 +304,18 @@ class ProgramExecutor:
     # -- profiling -----------------------------------------------------------------
 
     def profile(self, args: tuple, kwargs: dict, runs: int = 10) -> ProfileReport:
-        """Time every node over `runs` calls (after one warm-up call)."""
+        """Time every node over `runs` calls (after one warm-up call), without graphs."""
         with self._lock:
             fn, _, times = self._generate(self._check_inputs, instrument=True)
         assert times is not None
+        if self.graphs is not None:
+            # Runners recorded in graphs take one call at a time: hold the graphs' lock.
+            unlocked = fn
+
+            def fn(*a: Any, **k: Any) -> Any:
+                with self.graphs.lock:  # type: ignore[union-attr]
+                    return unlocked(*a, **k)
+
         fn(*args, **kwargs)
         times.seconds = [0.0] * len(times.labels)
         times.counts = [0] * len(times.labels)

@@ -61,6 +61,7 @@ class GraphCodegen:
         self._bound: dict[int, str] = {}  # id(object) -> global name
         self.var: dict[torch.fx.Node, str] = {}
         self.times: NodeTimes | None = None
+        self._counter = 0
 
     def bind(self, obj: Any, prefix: str) -> str:
         """A global name for `obj` in the generated module."""
@@ -111,7 +112,28 @@ class GraphCodegen:
         ``torch.profiler.record_function`` range named after it.
         """
         nodes = list(self.graph.nodes)
+        self.var.update(placeholder_names)
+        output = next((n for n in nodes if n.op == "output"), None)
+        compute = [n for n in nodes if n.op not in ("placeholder", "output")]
+        lines, _ = self.emit(
+            compute, keep=set(output.all_input_nodes) if output else set(), instrument=instrument
+        )
+        outputs = [self.literal(v) for v in _as_tuple(output.args[0])] if output else []
+        return lines, outputs
+
+    def emit(
+        self,
+        nodes: list[torch.fx.Node],
+        keep: set[torch.fx.Node] | frozenset[torch.fx.Node] = frozenset(),
+        instrument: bool = False,
+    ) -> tuple[list[str], list[torch.fx.Node | None]]:
+        """Lines (indented 4 spaces) running `nodes` in order, and the node each line belongs to.
+
+        Values defined here are deleted after their last use here unless they
+        are in `keep` (needed later). Every value read must already have a name.
+        """
         delegate = torch.ops.higher_order.executorch_call_delegate
+        defined = set(nodes)
         last_use: dict[torch.fx.Node, torch.fx.Node] = {}
         for node in nodes:
             args = node.all_input_nodes
@@ -121,53 +143,47 @@ class GraphCodegen:
                 last_use[arg] = node
         release_after: dict[torch.fx.Node, list[torch.fx.Node]] = {}
         for value, user in last_use.items():
-            release_after.setdefault(user, []).append(value)
+            if value in defined and value not in keep:
+                release_after.setdefault(user, []).append(value)
 
-        self.var.update(placeholder_names)
         lines: list[str] = []
-        labels: list[str] = []
-        outputs: list[str] = []
-        counter = 0
+        owners: list[torch.fx.Node | None] = []
+        labels = self.times.labels if (instrument and self.times is not None) else []
         for node in nodes:
-            if node.op == "placeholder":
-                continue
-            if node.op == "output":
-                outputs = [self.literal(v) for v in _as_tuple(node.args[0])]
-                break
             if (
                 node.op == "get_attr"
                 and node.users
                 and all(u.target is delegate for u in node.users)
             ):
                 continue  # a lowered module: the delegate call binds its runner directly
-            var = f"t{counter}"
-            counter += 1
+            var = f"t{self._counter}"
+            self._counter += 1
             self.var[node] = var
             statement, label = self._statement(node, var, delegate)
             if instrument:
                 index = len(labels)
                 labels.append(label)
-                lines += [
+                block = [
                     "    _t = _clock()",
                     f"    with _range({label!r}):",
                     f"        {statement}",
                     f"    _times.add({index}, _clock() - _t)",
                 ]
             else:
-                lines.append(f"    {statement}")
-            if not node.users:
-                lines.append(f"    del {var}")
-            released = [
-                v for v in release_after.get(node, ()) if v.op != "placeholder" and v in self.var
-            ]
+                block = [f"    {statement}"]
+            if not node.users and node not in keep:
+                block.append(f"    del {var}")
+            released = [v for v in release_after.get(node, ()) if v in self.var]
             if released:
-                lines.append(f"    del {', '.join(self.var[v] for v in released)}")
+                block.append(f"    del {', '.join(self.var[v] for v in released)}")
+            lines += block
+            owners += [node] * len(block)
         if instrument:
             self.times = NodeTimes(labels)
             self.globals.update(
                 _clock=time.perf_counter, _range=torch.profiler.record_function, _times=self.times
             )
-        return lines, outputs
+        return lines, owners
 
     def _statement(self, node: torch.fx.Node, var: str, delegate: object) -> tuple[str, str]:
         if node.op == "get_attr":

@@ -12,7 +12,6 @@ import textwrap
 
 import pytest
 import torch
-from torch.export import Dim
 
 import fxdelegate
 from fxdelegate.demo import DemoModel, demo_inputs, export_demo
@@ -34,12 +33,7 @@ def _to(tree, device):
 def demo_cuda(tmp_path_factory):
     torch.manual_seed(0)
     model = DemoModel().eval().to(CUDA)
-    args, kwargs = _to(demo_inputs(8), CUDA)
-    batch = Dim("batch", min=1, max=1024)
-    ep = torch.export.export(
-        model, args, kwargs, dynamic_shapes={"x": {0: batch}, "scale": {0: batch}}
-    )
-    prog = fxdelegate.lower(ep, exclude_ops=["aten.gelu"])
+    prog = fxdelegate.lower(export_demo(model), exclude_ops=["aten.gelu"])
     path = tmp_path_factory.mktemp("cuda") / "demo_cuda.pt2"
     prog.save(path)
     return model, prog, path

@@ -20,6 +20,7 @@ class AOTICompiler(BackendCompiler):
     backend_id = "aoti"
     cacheable = True
     parallel_safe = True
+    supports_input_mutation = True
 
     def compile(
         self, region: RegionToCompile, options: dict[str, Any], workdir: str

@@ -65,6 +65,19 @@ class AOTIRuntime(BackendRuntime):
         return hasattr(torch._C, "_aoti") and hasattr(torch._C._aoti, "AOTIModelPackageLoader")
 
     def load(self, artifact: RegionArtifact, constants: Mapping[str, torch.Tensor]) -> Runner:
+        return self._load(artifact, constants, single_threaded=False)
+
+    def load_recordable(
+        self, artifact: RegionArtifact, constants: Mapping[str, torch.Tensor]
+    ) -> Runner:
+        # The default container hands calls between model instances with CUDA
+        # events and a lock, which a CUDA graph cannot record; the single-threaded
+        # one runs straight on the caller's stream (the executor serializes calls).
+        return self._load(artifact, constants, single_threaded=True)
+
+    def _load(
+        self, artifact: RegionArtifact, constants: Mapping[str, torch.Tensor], single_threaded: bool
+    ) -> Runner:
         path = artifact.package_path
         if path is None or not os.path.isfile(path):
             raise ArchiveError(f"region {artifact.key}: compiled package {path!r} does not exist")
@@ -73,7 +86,7 @@ class AOTIRuntime(BackendRuntime):
             prepare_to_load(data, library)
         try:
             with private_tmpdir():
-                loader = torch._C._aoti.AOTIModelPackageLoader(path, name, False, 1, -1)
+                loader = torch._C._aoti.AOTIModelPackageLoader(path, name, single_threaded, 1, -1)
             expected = set(loader.get_constant_fqns())
         except Exception as exc:  # the C++ loader reports missing/damaged members as RuntimeError
             raise BackendError(

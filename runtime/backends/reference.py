@@ -34,9 +34,13 @@ class ReferenceRuntime(BackendRuntime):
         # Inputs were checked by the parent executor; regions run unchecked.
         return ProgramExecutor(program, check_inputs=False).run_flat
 
+    def load_recordable(self, artifact: RegionArtifact, constants: Mapping[str, Any]) -> Runner:
+        return self.load(artifact, constants)  # plain ATen ops: a graph records them as they run
+
 
 class ReferenceCompiler(BackendCompiler):
     backend_id = "reference"
+    supports_input_mutation = True
 
     def compile(
         self, region: RegionToCompile, options: dict[str, Any], workdir: str
