@@ -99,3 +99,19 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("FXDELEGATE_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == str(tmp_path / "xdg" / "fxdelegate")
+
+
+def test_an_input_written_in_place_changes_the_key():
+    from test_outline_regions import Cache
+    from torch.export.graph_signature import OutputKind
+
+    _, _, ctx = lowering_state(
+        Cache(), (torch.randn(1, 4), torch.tensor([3])), upto=OutlineRegionsPass
+    )
+    program = ctx.regions[0].program
+    in_place = region_key(program, "aoti", {})
+    specs = program.graph_signature.output_specs
+    assert specs[0].kind == OutputKind.USER_INPUT_MUTATION
+    # the same graph with that output read as a plain one is another artifact
+    specs[0] = type(specs[0])(OutputKind.USER_OUTPUT, specs[0].arg, None)
+    assert region_key(program, "aoti", {}) != in_place

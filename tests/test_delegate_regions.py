@@ -43,3 +43,15 @@ def test_verify_passes_on_the_result():
     lowering_state(
         SharedWeight(), (torch.randn(3, 6),), exclude=("aten.gelu",), upto=VerifyDelegatedGraphPass
     )
+
+
+def test_a_buffer_the_region_writes_in_place_is_no_longer_copied_back():
+    from test_outline_regions import Cache
+
+    model = Cache()
+    args = (torch.randn(1, 4), torch.tensor([3]))
+    _, gm, ctx = lowering_state(model, args, upto=VerifyDelegatedGraphPass)
+    kinds = [s.kind.name for s in ctx.signature.output_specs]
+    assert kinds == ["USER_OUTPUT"]  # the BUFFER_MUTATION is the region's job now
+    (call,) = [n for n in gm.graph.nodes if n.target is DELEGATE]
+    assert "b_cache" in [a.name for a in call.args[1:]]  # the buffer itself is passed in

@@ -115,3 +115,37 @@ def test_placeholder_names_that_shadow_builtins_survive_outlining():
     prog = fxdelegate.lower(ep, backend="reference", exclude_ops=["aten.gelu"])
     x = torch.randn(3, 4)
     torch.testing.assert_close(prog(x), model(x))
+
+
+class Cache(torch.nn.Module):
+    """A static cache written with index_copy_; `peek` also reads its old value outside."""
+
+    def __init__(self, peek: bool = False):
+        super().__init__()
+        self.register_buffer("cache", torch.zeros(8, 4))
+        self.peek = peek
+
+    def forward(self, x, pos):
+        old = torch.nn.functional.gelu(self.cache) if self.peek else None
+        self.cache.index_copy_(0, pos, x)
+        out = self.cache.sum(0)
+        return out if old is None else out + old.sum(0)
+
+
+def _written(ctx):
+    return [(fqn, old.name, new.name) for r in ctx.regions for fqn, old, new in r.in_place]
+
+
+def test_a_buffer_read_only_inside_its_region_is_written_in_place():
+    args = (torch.randn(1, 4), torch.tensor([3]))
+    _, _, ctx = lowering_state(Cache(), args, upto=OutlineRegionsPass)
+    assert [fqn for fqn, _, _ in _written(ctx)] == ["cache"]
+    (region,) = ctx.regions
+    specs = region.program.graph_signature.output_specs
+    assert specs[0].kind.name == "USER_INPUT_MUTATION" and specs[0].target == "b_cache"
+    assert len(region.outputs) == 1  # the new cache is not returned to the parent
+    # gelu (excluded) reads the old value outside the region: the executor keeps the write-back
+    _, _, ctx = lowering_state(
+        Cache(peek=True), args, exclude=("aten.gelu",), upto=OutlineRegionsPass
+    )
+    assert _written(ctx) == []
