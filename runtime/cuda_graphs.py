@@ -132,7 +132,9 @@ class CUDAGraphRunner:
         contiguous_inputs: frozenset[int],
         options: CUDAGraphOptions,
         unrecordable: Mapping[str, str],
+        lock: Any = None,
     ) -> None:
+        """`lock` serializes calls (the executor's); one of its own when None."""
         self.program = program
         self.options = options
         self.capturer: GraphCapturer = options.capturer or CUDACapturer()
@@ -146,7 +148,7 @@ class CUDAGraphRunner:
         self._forced_eager: dict[str, str] = {}
         self._warned: set[str] = set()
         # One call at a time: the graphs' buffers and the runners they record are shared.
-        self.lock = threading.Lock()
+        self.lock = lock if lock is not None else threading.Lock()
         self._build()
 
     # -- the plan --------------------------------------------------------------------

@@ -176,7 +176,9 @@ def build_entry(
     contiguous_inputs: frozenset[int] = frozenset(),
     slow: Callable[[tuple, dict], Any],
     instrument: bool = False,
+    trace: bool = False,
     graphs: Callable[[list[Any]], list[Any]] | None = None,
+    lock: Any = None,
 ) -> tuple[Callable[..., Any], str, NodeTimes | None]:
     """The generated ``entry(*args, **kwargs)``; raises :class:`NoFastPath` when
     the program's pytrees use containers it does not handle.
@@ -186,6 +188,7 @@ def build_entry(
     contiguous before use (write-backs still go to the caller's tensor).
     With `graphs`, the checked flat inputs go to that runner (which writes
     mutations back and returns the flat user outputs) instead of the body.
+    With `lock`, the body runs holding it (after the checks).
     """
     cg = GraphCodegen(graph, owner, runners)
     writer = _EntryWriter(cg)
@@ -224,13 +227,21 @@ def build_entry(
             contiguous_inputs,
             out_structure,
             instrument,
+            trace,
         )
     cg.globals["_slow"] = slow
-    source = (
-        "def entry(*args, **kwargs):\n"
-        + "\n".join([*writer.lines, *body, *epilogue, f"    return {result}"])
-        + "\n"
-    )
+    run = [*body, *epilogue, f"    return {result}"]
+    if lock is not None:
+        # acquire/release in try/finally: half the cost of a `with` block
+        name = cg.bind(lock, "_lock")
+        run = [
+            f"    {name}.acquire()",
+            "    try:",
+            *("    " + line for line in run),
+            "    finally:",
+            f"        {name}.release()",
+        ]
+    source = "def entry(*args, **kwargs):\n" + "\n".join([*writer.lines, *run]) + "\n"
     return cg.compile(source, "entry"), source, cg.times
 
 
@@ -245,6 +256,7 @@ def _inline_body(
     contiguous_inputs: frozenset[int],
     out_structure: Any,
     instrument: bool,
+    trace: bool,
 ) -> tuple[list[str], list[str], str]:
     """The graph's nodes as straight-line code: (body, write-backs, result expression)."""
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
@@ -259,7 +271,7 @@ def _inline_body(
             writer.lines.append(f"    c{source} = {leaf_names[source]}.contiguous()")
         else:
             names[node] = leaf_names[source]
-    body, outputs = cg.body(names, instrument=instrument)
+    body, outputs = cg.body(names, instrument=instrument, trace=trace)
     epilogue = []
     for pos, kind, where in write_backs:
         target = cg.bind(where, "_s") if kind == "state" else leaf_names[where]

@@ -15,6 +15,7 @@ user inputs, the input checks, and two pieces of generated code (see
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -172,6 +173,9 @@ class ProgramExecutor:
 
         self._contiguous_inputs = _inputs_needing_contiguity(program, self._sources)
         self.plan: GraphPlan = build_plan(program.graph, self.runners, owner=program.graph_module)
+        # One call at a time: compiled regions run in single-threaded containers
+        # (and recorded graphs own their buffers), which must not be entered twice.
+        self.call_lock = threading.Lock()
         self.graphs: CUDAGraphRunner | None = None
         if cuda_graphs is not None:
             self.graphs = CUDAGraphRunner(
@@ -183,6 +187,7 @@ class ProgramExecutor:
                 contiguous_inputs=self._contiguous_inputs,
                 options=cuda_graphs,
                 unrecordable=unrecordable or {},
+                lock=self.call_lock,
             )
         self._entries: dict[tuple[bool, bool], Any] = {}
         self._lock = threading.Lock()
@@ -224,7 +229,9 @@ class ProgramExecutor:
                 self._entries[key] = self._generate(checked, instrument)
             return self._entries[key][0]
 
-    def _generate(self, checked: bool, instrument: bool) -> tuple[Any, str, NodeTimes | None]:
+    def _generate(
+        self, checked: bool, instrument: bool, trace: bool = False
+    ) -> tuple[Any, str, NodeTimes | None]:
         try:
             return build_entry(
                 self.program.graph,
@@ -239,7 +246,9 @@ class ProgramExecutor:
                 contiguous_inputs=self._contiguous_inputs,
                 slow=self._generic_call,
                 instrument=instrument,
+                trace=trace,
                 graphs=None if instrument else self.graphs,
+                lock=self.call_lock if instrument or self.graphs is None else None,
             )
         except NoFastPath:
             if instrument:
@@ -295,37 +304,40 @@ class ProgramExecutor:
             else (flat[source].contiguous() if source in contiguous else flat[source])
             for kind, source in self._sources
         ]
-        outs = self.plan.fn(inputs)
-        for pos, kind, where in self._write_back:
-            target = where if kind == "state" else flat[where]
-            target.copy_(outs[pos])
+        with self.call_lock:
+            outs = self.plan.fn(inputs)
+            for pos, kind, where in self._write_back:
+                target = where if kind == "state" else flat[where]
+                target.copy_(outs[pos])
         return [outs[i] for i in self._user_outputs]
 
     # -- profiling -----------------------------------------------------------------
 
-    def profile(self, args: tuple, kwargs: dict, runs: int = 10) -> ProfileReport:
-        """Time every node over `runs` calls (after one warm-up call), without graphs."""
+    def profile(
+        self, args: tuple, kwargs: dict, runs: int = 10, trace: bool = False
+    ) -> ProfileReport:
+        """Time every node over `runs` calls (after a warm-up call each way).
+
+        Each node's time is read from the clock the generated code reads after
+        every statement, so the nodes add up to the call; unprofiled calls are
+        timed alongside for comparison. With `trace`, every node also runs in a
+        ``torch.profiler.record_function`` range, for Chrome traces; the ranges
+        cost several microseconds each, so those timings are not the program's.
+        Graphs are not used while profiling: the nodes run one by one.
+        """
         with self._lock:
-            fn, _, times = self._generate(self._check_inputs, instrument=True)
+            fn, _, times = self._generate(self._check_inputs, instrument=True, trace=trace)
         assert times is not None
-        if self.graphs is not None:
-            # Runners recorded in graphs take one call at a time: hold the graphs' lock.
-            unlocked = fn
-
-            def fn(*a: Any, **k: Any) -> Any:
-                with self.graphs.lock:  # type: ignore[union-attr]
-                    return unlocked(*a, **k)
-
+        plain = self._call
         fn(*args, **kwargs)
-        times.seconds = [0.0] * len(times.labels)
-        times.counts = [0] * len(times.labels)
-        total = 0.0
-        clock = torch.profiler.record_function
-        import time
-
-        for _ in range(runs):
-            start = time.perf_counter()
-            with clock("fxdelegate::call"):
-                fn(*args, **kwargs)
-            total += time.perf_counter() - start
-        return ProfileReport.from_times(times, total, runs)
+        plain(*args, **kwargs)
+        times.reset()
+        profiled_ns = plain_ns = 0
+        for _ in range(runs):  # alternated, so that machine noise hits both alike
+            start = time.perf_counter_ns()
+            fn(*args, **kwargs)
+            profiled_ns += time.perf_counter_ns() - start
+            start = time.perf_counter_ns()
+            plain(*args, **kwargs)
+            plain_ns += time.perf_counter_ns() - start
+        return ProfileReport.from_times(times, profiled_ns, plain_ns, runs)

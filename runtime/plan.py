@@ -35,19 +35,23 @@ Runners = Mapping[str, Callable[[list[Any]], list[Any]]]
 
 @dataclass
 class NodeTimes:
-    """Per-node wall time and call counts, filled by instrumented code."""
+    """Per-node wall time (nanoseconds) and call counts, filled by instrumented code.
+
+    The code reads one clock after each statement and charges the time since the
+    previous reading to that statement, so the nodes' times add up to the body's.
+    """
 
     labels: list[str]
-    seconds: list[float] = field(default_factory=list)
+    nanos: list[int] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.seconds = [0.0] * len(self.labels)
-        self.counts = [0] * len(self.labels)
+        self.reset()
 
-    def add(self, index: int, seconds: float) -> None:
-        self.seconds[index] += seconds
-        self.counts[index] += 1
+    def reset(self) -> None:
+        # In place: the generated code holds these very lists.
+        self.nanos[:] = [0] * len(self.labels)
+        self.counts[:] = [0] * len(self.labels)
 
 
 class GraphCodegen:
@@ -104,19 +108,26 @@ class GraphCodegen:
         return self.bind(target, "_fn")
 
     def body(
-        self, placeholder_names: Mapping[torch.fx.Node, str], instrument: bool = False
+        self,
+        placeholder_names: Mapping[torch.fx.Node, str],
+        instrument: bool = False,
+        trace: bool = False,
     ) -> tuple[list[str], list[str]]:
         """Lines running every node (indented 4 spaces) and the output expressions.
 
-        With `instrument`, each node is timed into :attr:`times` and wrapped in a
-        ``torch.profiler.record_function`` range named after it.
+        With `instrument`, each node is timed into :attr:`times`; with `trace`
+        too, each runs inside a ``torch.profiler.record_function`` range named
+        after it (for Chrome traces; the ranges cost far more than the nodes).
         """
         nodes = list(self.graph.nodes)
         self.var.update(placeholder_names)
         output = next((n for n in nodes if n.op == "output"), None)
         compute = [n for n in nodes if n.op not in ("placeholder", "output")]
         lines, _ = self.emit(
-            compute, keep=set(output.all_input_nodes) if output else set(), instrument=instrument
+            compute,
+            keep=set(output.all_input_nodes) if output else set(),
+            instrument=instrument,
+            trace=trace,
         )
         outputs = [self.literal(v) for v in _as_tuple(output.args[0])] if output else []
         return lines, outputs
@@ -126,6 +137,7 @@ class GraphCodegen:
         nodes: list[torch.fx.Node],
         keep: set[torch.fx.Node] | frozenset[torch.fx.Node] = frozenset(),
         instrument: bool = False,
+        trace: bool = False,
     ) -> tuple[list[str], list[torch.fx.Node | None]]:
         """Lines (indented 4 spaces) running `nodes` in order, and the node each line belongs to.
 
@@ -146,8 +158,8 @@ class GraphCodegen:
             if value in defined and value not in keep:
                 release_after.setdefault(user, []).append(value)
 
-        lines: list[str] = []
-        owners: list[torch.fx.Node | None] = []
+        lines: list[str] = ["    _c = _clock()"] if instrument else []
+        owners: list[torch.fx.Node | None] = [None] * len(lines)
         labels = self.times.labels if (instrument and self.times is not None) else []
         for node in nodes:
             if (
@@ -160,17 +172,16 @@ class GraphCodegen:
             self._counter += 1
             self.var[node] = var
             statement, label = self._statement(node, var, delegate)
+            if trace:
+                block = [f"    with _range({label!r}):", f"        {statement}"]
+            else:
+                block = [f"    {statement}"]
             if instrument:
                 index = len(labels)
                 labels.append(label)
-                block = [
-                    "    _t = _clock()",
-                    f"    with _range({label!r}):",
-                    f"        {statement}",
-                    f"    _times.add({index}, _clock() - _t)",
+                block += [
+                    f"    _n = _clock(); _nanos[{index}] += _n - _c; _counts[{index}] += 1; _c = _n"
                 ]
-            else:
-                block = [f"    {statement}"]
             if not node.users and node not in keep:
                 block.append(f"    del {var}")
             released = [v for v in release_after.get(node, ()) if v in self.var]
@@ -181,7 +192,10 @@ class GraphCodegen:
         if instrument:
             self.times = NodeTimes(labels)
             self.globals.update(
-                _clock=time.perf_counter, _range=torch.profiler.record_function, _times=self.times
+                _clock=time.perf_counter_ns,
+                _range=torch.profiler.record_function,
+                _nanos=self.times.nanos,
+                _counts=self.times.counts,
             )
         return lines, owners
 

@@ -65,19 +65,10 @@ class AOTIRuntime(BackendRuntime):
         return hasattr(torch._C, "_aoti") and hasattr(torch._C._aoti, "AOTIModelPackageLoader")
 
     def load(self, artifact: RegionArtifact, constants: Mapping[str, torch.Tensor]) -> Runner:
-        return self._load(artifact, constants, single_threaded=False)
-
-    def load_recordable(
-        self, artifact: RegionArtifact, constants: Mapping[str, torch.Tensor]
-    ) -> Runner:
-        # The default container hands calls between model instances with CUDA
-        # events and a lock, which a CUDA graph cannot record; the single-threaded
-        # one runs straight on the caller's stream (the executor serializes calls).
-        return self._load(artifact, constants, single_threaded=True)
-
-    def _load(
-        self, artifact: RegionArtifact, constants: Mapping[str, torch.Tensor], single_threaded: bool
-    ) -> Runner:
+        # The single-threaded container: the default one hands each call to a model
+        # instance under a lock (with CUDA events on a GPU), which costs time at every
+        # region boundary and which a CUDA graph cannot record. The executor makes
+        # a program's calls take turns instead (ProgramExecutor.call_lock).
         path = artifact.package_path
         if path is None or not os.path.isfile(path):
             raise ArchiveError(f"region {artifact.key}: compiled package {path!r} does not exist")
@@ -86,7 +77,7 @@ class AOTIRuntime(BackendRuntime):
             prepare_to_load(data, library)
         try:
             with private_tmpdir():
-                loader = torch._C._aoti.AOTIModelPackageLoader(path, name, single_threaded, 1, -1)
+                loader = torch._C._aoti.AOTIModelPackageLoader(path, name, True, 1, -1)
             expected = set(loader.get_constant_fqns())
         except Exception as exc:  # the C++ loader reports missing/damaged members as RuntimeError
             raise BackendError(
@@ -111,6 +102,11 @@ class AOTIRuntime(BackendRuntime):
             loader.load_constants({k: constants[k] for k in expected}, False, True, True)
         # The loader's bound `run` takes and returns flat tensor lists: no pytree, no Python wrapper.
         return loader.run
+
+    def load_recordable(
+        self, artifact: RegionArtifact, constants: Mapping[str, torch.Tensor]
+    ) -> Runner:
+        return self.load(artifact, constants)  # runs straight on the caller's stream
 
     def rebind(
         self,
