@@ -165,6 +165,9 @@ def classify_node(
             return NodeKind.EAGER, "the op is tagged cudagraph_unsafe"
         if node.meta.get("unbacked_bindings") or target._schema.name in DATA_DEPENDENT_OPS:
             return NodeKind.EAGER, "reads tensor values on the host (data-dependent output)"
+    if "val" not in node.meta and isinstance(target, (OpOverload, HigherOrderOperator)):
+        # Without it the device is unknown, and a host op inside a graph would not rerun.
+        return NodeKind.EAGER, "the node has no meta['val'], so where it runs is unknown"
     tensors_in = [t for a in node.all_input_nodes for t in _tensors(a.meta.get("val"))]
     tensors_out = _tensors(node.meta.get("val"))
     if (

@@ -91,6 +91,14 @@ def test_host_reads_control_flow_and_tags_run_eagerly(fake):
     assert kinds["cond"][0] is NodeKind.EAGER and "predicate" in kinds["cond"][1]
 
 
+def test_a_node_without_metadata_runs_eagerly_and_says_why(fake):
+    g = torch.fx.Graph()
+    x = _placeholder(g, "x", torch.empty(4, device="cuda"))
+    bare = g.call_function(aten.relu.default, (x,))
+    kind, reason = classify_node(bare, CUDA, set(), _never)
+    assert kind is NodeKind.EAGER and "meta['val']" in reason
+
+
 def test_a_delegate_is_recorded_only_when_its_backend_allows(fake):
     g = torch.fx.Graph()
     x = _placeholder(g, "x", torch.empty(4, device="cuda"))
