@@ -29,6 +29,7 @@ from .errors import (
     FxDelegateError,
     InputMismatchError,
     InvalidArgumentError,
+    RegionFallbackWarning,
     UnsupportedProgramError,
 )
 from .program import DelegatedProgram
@@ -44,6 +45,7 @@ __all__ = [
     "FxDelegateError",
     "InputMismatchError",
     "InvalidArgumentError",
+    "RegionFallbackWarning",
     "UnsupportedProgramError",
     "__version__",
     "load",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections import defaultdict
 
@@ -111,13 +112,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from fxdelegate.demo import run_demo
 
-            return run_demo(args.out, runs=args.runs, backend=args.backend)
-        if args.command == "inspect":
-            return _inspect(args)
-        return _run_saved(args)
+            status = run_demo(args.out, runs=args.runs, backend=args.backend)
+        elif args.command == "inspect":
+            status = _inspect(args)
+        else:
+            status = _run_saved(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
     except FxDelegateError as exc:
         print(f"fxdelegate: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader stopped early (`fxdelegate inspect m.pt2 | head`), as a pager
+        # or `head` does: stop quietly, with the exit status of a process that
+        # SIGPIPE ended, and keep the interpreter's last flush from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
 
 
 if __name__ == "__main__":

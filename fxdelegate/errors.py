@@ -34,3 +34,12 @@ class BackendCompileError(BackendError):
 
 class ArchiveError(FxDelegateError, ValueError):
     """A .pt2 archive is missing, damaged, or was not written by fxdelegate."""
+
+
+class RegionFallbackWarning(UserWarning):
+    """A region failed to compile or load, and its nodes run in the executor instead.
+
+    The program still matches eager, only slower. ``lower(..., strict=True)``
+    makes the failure an error; a test suite can do the same with
+    ``warnings.simplefilter("error", RegionFallbackWarning)``.
+    """

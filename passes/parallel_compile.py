@@ -112,6 +112,22 @@ def compile_jobs(
         bar.close()
 
 
+def worker_environment() -> dict[str, str]:
+    """The caller's environment, with its import path as the worker's PYTHONPATH.
+
+    A worker must import what the caller imports: fxdelegate itself from a
+    checkout that is only on ``sys.path`` (a notebook, a script that appends
+    to it), and the modules that register the custom ops a region calls."""
+    import fxdelegate
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fxdelegate.__file__)))
+    paths = [package_root] + [os.path.abspath(p or os.curdir) for p in sys.path]
+    inherited = os.environ.get("PYTHONPATH", "")
+    paths += [p for p in inherited.split(os.pathsep) if p]
+    unique = [p for i, p in enumerate(paths) if p not in paths[:i]]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(unique)}
+
+
 def _literal_options(options: dict[str, Any]) -> bool:
     """Options travel to workers as Python literals; anything else compiles in-process."""
     try:
@@ -145,6 +161,7 @@ def _run_job(spec: dict[str, Any], name: str) -> RegionArtifact:
         [sys.executable, "-m", "fxdelegate.passes.compile_worker", spec["job"]],
         capture_output=True,
         text=True,
+        env=worker_environment(),
     )
     try:
         with open(spec["result"]) as f:

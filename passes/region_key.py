@@ -26,7 +26,7 @@ import sympy
 import torch
 from torch.export import ExportedProgram
 
-KEY_VERSION = 4
+KEY_VERSION = 5
 
 
 class _Canon:

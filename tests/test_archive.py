@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -108,3 +109,22 @@ def test_inspect_cli_prints_the_report_without_loading(saved):
         text=True,
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def test_inspect_into_a_pipe_closed_early_stops_quietly(saved):
+    _, _, path = saved
+    # `fxdelegate inspect m.pt2 | head`, with `head` already gone: every write fails
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "fxdelegate.cli", "inspect", str(path)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fxdelegate
-from fxdelegate.errors import BackendCompileError
+from fxdelegate.errors import BackendCompileError, RegionFallbackWarning
 from fxdelegate.runtime import register_backend
 from fxdelegate.runtime.backends.aoti_compiler import AOTICompiler
 from fxdelegate.runtime.backends.aoti_runtime import AOTIRuntime
@@ -50,6 +50,8 @@ def test_identical_regions_compile_once_and_a_second_lowering_compiles_nothing(t
     second = _lower(tmp_path)
     assert second.summary.compile["cache_hits"] == 3 and second.summary.compile["compiled"] == 0
     assert "3 from the compile cache, 0 compiled" in second.report()
+    # a hit brings the backend's own meta back (the archive's device check reads it)
+    assert [a.meta["device"] for a in second.artifacts.values()] == ["cpu"] * 4
     # and the shared artifacts survive save/load with each region's own weights
     second.save(tmp_path / "b.pt2")
     loaded = fxdelegate.load(tmp_path / "b.pt2")
@@ -111,7 +113,8 @@ def test_two_processes_lowering_into_one_cache_at_once(tmp_path):
 
 def test_a_region_that_fails_to_compile_stays_in_the_executor(tmp_path):
     bad = {"cpp.cxx": (None, "/nonexistent/g++"), "force_disable_caches": True}
-    with pytest.warns(UserWarning, match="aoti failed to compile region_0"):
+    # every region fails for one cause: one warning names them all
+    with pytest.warns(RegionFallbackWarning, match=r"aoti failed to compile 4 regions \(region_0, "):
         prog = _lower(tmp_path, compile_options=bad)
     assert prog.partitions == [] and prog.summary.compile["failed"] == 3
     report = prog.report()
@@ -139,10 +142,63 @@ class FlakyRuntime(AOTIRuntime):
 
 def test_one_failed_region_leaves_the_others_compiled(tmp_path):
     register_backend("aoti_flaky", runtime=FlakyRuntime(), compiler=FlakyCompiler(), replace=True)
-    with pytest.warns(UserWarning, match="region_0"):
+    with pytest.warns(RegionFallbackWarning, match="region_0"):
         prog = _lower(tmp_path, backend="aoti_flaky")
     assert [p.name for p in prog.partitions] == ["region_1", "region_2", "region_3"]
     assert "region_0 failed to compile (BackendCompileError: injected fault)" in prog.report()
     prog.save(tmp_path / "partial.pt2")
     x = torch.randn(2, 8)
     torch.testing.assert_close(fxdelegate.load(tmp_path / "partial.pt2")(x), prog(x))
+
+
+FROM_A_CHECKOUT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])  # fxdelegate is importable through sys.path alone
+    import torch, fxdelegate
+    assert fxdelegate.__file__.startswith(sys.argv[1]), fxdelegate.__file__
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 4), torch.nn.Tanh()
+    ).eval()
+    ep = torch.export.export(model, (torch.randn(2, 8),))
+    prog = fxdelegate.lower(
+        ep, exclude_ops=["aten.gelu"], strict=True, cache_dir=sys.argv[2], compile_workers=2
+    )
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(prog(x), model(x))
+    print("compiled", prog.summary.compile["compiled"])
+    """
+)
+
+
+def test_compile_workers_import_what_the_caller_imports(tmp_path):
+    """A script that finds fxdelegate only through sys.path (a notebook, a checkout
+    that is not installed): its compile workers must find it too."""
+    import venv
+
+    # An interpreter that has torch and the other dependencies but not fxdelegate:
+    # a bare virtualenv whose .pth names the test environment's site-packages (the
+    # .pth files in there, the editable install's among them, are not processed).
+    env_dir = tmp_path / "env"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    site_packages = os.path.dirname(os.path.dirname(torch.__file__))
+    (target,) = env_dir.glob("lib/python3*/site-packages")
+    (target / "deps.pth").write_text(site_packages + "\n")
+    python = env_dir / "bin" / "python"
+    bare = subprocess.run(
+        [python, "-c", "import fxdelegate"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert "No module named 'fxdelegate'" in bare.stderr  # the premise of this test
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(fxdelegate.__file__)))
+    script = tmp_path / "lower_from_a_checkout.py"
+    script.write_text(FROM_A_CHECKOUT)
+    result = subprocess.run(
+        [python, str(script), checkout, str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "compiled 2" in result.stdout

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -73,8 +75,16 @@ def test_compile_failure_falls_back_to_the_executor_or_raises_when_strict():
     register_backend("failing", runtime=CountingRuntime(), compiler=FailingCompiler(), replace=True)
     model = SkipEdges()
     ep = torch.export.export(model, (torch.randn(5),))
-    with pytest.warns(UserWarning, match="failing failed to compile region_0"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         prog = fxdelegate.lower(ep, backend="failing", exclude_ops=["aten.gelu"])
+    # both regions fail for one cause: one warning says so and names the switch
+    (warning,) = [str(w.message) for w in caught if "failed to compile" in str(w.message)]
+    assert warning.startswith(
+        "failing failed to compile 2 regions (region_0, region_1) for one cause; "
+        "their 4 node(s) stay in the executor: BackendCompileError: cannot compile <region>"
+    ), warning
+    assert "strict=True" in warning
     assert prog.partitions == []
     x = torch.randn(5)
     torch.testing.assert_close(prog(x), model(x))

@@ -125,7 +125,7 @@ def test_size_nodes_and_data_dependent_ops_stay_out_without_splitting_regions():
     assert reasons["nonzero"] is RejectReason.DATA_DEPENDENT
     # relu, mul, reshape and sum are one region even though reshape reads a size
     (region,) = [p for p in result.partitions if any(n.name == "relu" for n in p.nodes)]
-    assert {"relu", "mul_2", "view", "sum_1"} <= {n.name for n in region.nodes}
+    assert {"relu", "mul", "reshape", "sum_1"} <= {n.name for n in region.nodes}
 
 
 def test_bad_arguments():
@@ -151,3 +151,31 @@ def test_random_dags_are_partitioned_convexly(seed):
     for p in result.partitions:
         assert is_convex(g, set(p.nodes)), p.name
         assert validate_partition(list(p.nodes))
+
+
+class TorchLevel(torch.nn.Module):
+    def forward(self, x):
+        return torch.relu(x) + 1
+
+
+def test_a_graph_without_values_is_refused_with_what_to_run():
+    gm = torch.fx.symbolic_trace(TorchLevel())  # no meta["val"] anywhere
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"2 call_function node\(s\) have no meta\['val'\] \(relu, add\).*FakeTensorProp",
+    ):
+        propose_partitions(gm)
+
+
+def test_an_empty_result_from_a_torch_level_graph_says_why():
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    gm = torch.fx.symbolic_trace(TorchLevel())
+    FakeTensorProp(gm).propagate(torch.randn(3))
+    with pytest.warns(
+        UserWarning, match="no partitions: all 2 compute node.*relu: .*not an ATen operator"
+    ):
+        assert propose_partitions(gm) == []
+    # the same ops as ATen ops partition
+    aten = _prepared(TorchLevel(), torch.randn(3))
+    assert _names(propose_partitions(aten)) == [["relu", "add"]]

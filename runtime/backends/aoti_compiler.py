@@ -6,6 +6,8 @@ import os
 from typing import Any
 
 import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import ExportGraphSignature, InputKind, InputSpec
 from torch.export.pt2_archive._package import package_pt2
 
 from fxdelegate.errors import BackendCompileError
@@ -38,7 +40,7 @@ class AOTICompiler(BackendCompiler):
             "always_keep_tensor_constants": True,
         }
         try:
-            module = region.program.module()
+            module = _constants_as_buffers(region.program).module()
             files = aot_compile(module, tuple(region.example_inputs), options=config)
         except Exception as exc:
             raise BackendCompileError(
@@ -60,6 +62,36 @@ class AOTICompiler(BackendCompiler):
             package_key=PACKAGE_KEY,
             meta={"device": _device_of(region.example_inputs)},
         )
+
+
+def _constants_as_buffers(program: ExportedProgram) -> ExportedProgram:
+    """`program` with its tensor constants turned into buffers of the same name.
+
+    A constant tensor becomes a plain attribute when the program is unlifted, and
+    the compile's re-trace then renames it (``_tensor_constant0``) or inlines it
+    when it is 0-d: either way the weights bound at load time would not match.
+    A buffer keeps its name and stays an input of the compiled code."""
+    specs = program.graph_signature.input_specs
+    if not any(s.kind is InputKind.CONSTANT_TENSOR for s in specs):
+        return program
+    state_dict = dict(program.state_dict)
+    constants = dict(program.constants)
+    new_specs = []
+    for spec in specs:
+        if spec.kind is InputKind.CONSTANT_TENSOR:
+            state_dict[spec.target] = constants.pop(spec.target)
+            spec = InputSpec(InputKind.BUFFER, spec.arg, spec.target, persistent=True)
+        new_specs.append(spec)
+    return ExportedProgram(
+        root=program.graph_module,
+        graph=program.graph,
+        graph_signature=ExportGraphSignature(new_specs, program.graph_signature.output_specs),
+        state_dict=state_dict,
+        range_constraints=program.range_constraints,
+        module_call_graph=program.module_call_graph,
+        example_inputs=program.example_inputs,
+        constants=constants,
+    )
 
 
 def _device_of(values: tuple[Any, ...]) -> str:

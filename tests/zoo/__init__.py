@@ -231,4 +231,11 @@ ZOO: list[ZooCase] = [
         sizes=(2, 3),
         dynamic=lambda: ({0: _batch()},),
     ),
+    ZooCase(
+        "tensor_constants",
+        m.TensorConstants,
+        lambda n: ((r(n, 8),), {}),
+        sizes=(5, 2),
+        dynamic=lambda: ({0: _batch()},),
+    ),
 ]

@@ -344,3 +344,27 @@ class Depthwise(torch.nn.Module):
 
     def forward(self, x):
         return self.pw(F.gelu(self.dw(x))).max(dim=-1).values
+
+
+_DEFAULT_OFFSET = torch.linspace(-1.0, 1.0, 8)
+
+
+class TensorConstants(torch.nn.Module):
+    """Tensors made while tracing: a default argument, a 0-d `torch.tensor`,
+    and both read inside `cond` branches (they become the program's constants)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x, offset=_DEFAULT_OFFSET):
+        scale = torch.tensor(0.5)
+        h = F.gelu(self.lin(x))
+
+        def wide(h):
+            return h * scale + offset
+
+        def narrow(h):
+            return h - offset
+
+        return torch.cond(h.shape[0] > 3, wide, narrow, (h,)) + scale
