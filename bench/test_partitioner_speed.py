@@ -4,7 +4,9 @@
 
 Random layered DAGs of aten ops (15% of nodes unsupported, long skip edges),
 and one real exported graph. Reports the speed ratio and both region counts
-at each size, then fxdelegate's scaling from 4,000 to 40,000 nodes.
+at each size, then fxdelegate's scaling from 4,000 to 40,000 nodes on two
+graph families: layered DAGs with long skip edges, and the same with hubs
+(values read by hundreds of ops across the whole graph).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 
 from fxdelegate.partitioner import CompilableAtenSupport, propose_partitions
 from fxdelegate.passes import prepare_program
-from graph_checks import RejectNames, random_layered_dag, random_rejections
+from graph_checks import RejectNames, random_hub_dag, random_layered_dag, random_rejections
 
 UNSUPPORTED = 0.15
 VS_TORCH = "partitioner vs CapabilityBasedPartitioner (same graph, same support)"
-SCALING = "partitioner scaling (random layered DAGs, 15% unsupported)"
+SCALING = "partitioner scaling (random DAGs, 15% unsupported)"
 
 
 def _cbp(gm, support):
@@ -106,26 +108,40 @@ def test_exported_graph_vs_capability_based(benchmark):
     benchmark.pedantic(propose_partitions, args=(gm, support), rounds=3, iterations=1)
 
 
-def test_scaling_4k_to_40k(benchmark):
+# Graph families for the scaling test, and the growth each must stay within.
+FAMILIES = {
+    # layers of 16 ops, each reading the layer before and now and then any earlier value
+    "layered, long skip edges": (random_layered_dag, 15),
+    # the same, plus hubs: a few values read by hundreds of ops across the whole graph
+    "hubs: wide fan-out, long skip edges": (random_hub_dag, 12),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_scaling_4k_to_40k(benchmark, family):
+    make, limit = FAMILIES[family]
     graphs = {}
     for n in (4000, 10000, 40000):
-        gm = random_layered_dag(n, seed=n)
+        gm = make(n, seed=n)
         graphs[n] = (gm, RejectNames(random_rejections(gm, UNSUPPORTED, seed=n)))
     times = interleaved(
-        {n: (lambda g=g, s=s: propose_partitions(g, s)) for n, (g, s) in graphs.items()}, rounds=5
+        {n: (lambda g=g, s=s: propose_partitions(g, s)) for n, (g, s) in graphs.items()}, rounds=7
     )
     base = median(times[4000])
     for n in graphs:
+        gm = graphs[n][0]
         record(
             SCALING,
             {
+                "graph": family,
                 "nodes": n,
                 "time": fmt_seconds(median(times[n])),
                 "time / time(4,000)": f"{median(times[n]) / base:.1f}",
                 "regions": len(propose_partitions(*graphs[n])),
+                "most readers of one value": max(len(v.users) for v in gm.graph.nodes),
             },
         )
     growth = median(times[40000]) / base
-    benchmark.extra_info.update(growth_4k_to_40k=growth)
-    assert growth <= 15, f"time(40k)/time(4k) = {growth:.1f}"
+    benchmark.extra_info.update(growth_4k_to_40k=growth, seconds_40k=median(times[40000]))
+    assert growth <= limit, f"time(40k)/time(4k) = {growth:.1f}"
     benchmark.pedantic(propose_partitions, args=graphs[40000], rounds=3, iterations=1)

@@ -7,7 +7,6 @@ import logging
 import operator
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -20,13 +19,11 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 
 from fxdelegate.errors import ArchiveError, InvalidArgumentError
 from fxdelegate.partitioner import OpSet
+from fxdelegate.partitioner.gc_pause import gc_paused
 from fxdelegate.partitioner.op_support import OpSelector, describe_target
 from fxdelegate.partitioner.partition import check_partition_arguments
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary, executor_ops_of
-from fxdelegate.passes import LoweringContext, prepare_program, run_lowering_passes
-from fxdelegate.passes.compile_cache import default_cache_dir
-from fxdelegate.passes.context import CONTEXT_KEY
-from fxdelegate.passes.tag_regions import existing_delegates
+from fxdelegate.passes import LoweringResult, default_cache_dir, lower_program
 from fxdelegate.runtime.archive import read_archive
 from fxdelegate.runtime.backend import (
     BackendRuntime,
@@ -80,7 +77,9 @@ def lower(
         cuda_graphs: record each call's GPU work in CUDA graphs and replay it (True,
             or a :class:`CUDAGraphOptions`); the program must run on a CUDA device.
     """
+    known: dict[str, RegionSummary] = {}  # regions lowered earlier, as reported then
     if isinstance(exported_program, DelegatedProgram):
+        known = {r.name: r for r in exported_program.summary.regions}
         exported_program = exported_program.exported_program  # lower it further
     compiler = get_compiler(backend)
     get_runtime(backend)
@@ -101,75 +100,54 @@ def lower(
     graphs = _check_cuda_graphs(cuda_graphs, exported_program)
 
     start = time.perf_counter()
-    with _quiet_torch_internals():
-        prepared = prepare_program(exported_program)
-    workdir = tempfile.mkdtemp(prefix="fxdelegate-")
-    context = LoweringContext(
-        backend_id=backend,
-        support=support,
-        exclude_ops=excluded,
-        min_partition_size=min_partition_size,
-        compile_options=dict(compile_options or {}),
-        workdir=workdir,
-        signature=prepared.graph_signature,
-        state_dict=dict(prepared.state_dict),
-        constants=dict(prepared.constants),
-        range_constraints=dict(prepared.range_constraints),
-        cache_dir=os.fspath(cache_dir) if cache_dir else None,
-        strict=strict,
-        compile_workers=compile_workers,
-        recordable_runners=graphs is not None,
-    )
-    graph_module = prepared.graph_module
-    try:
+    with gc_paused():
         with _quiet_torch_internals():
-            run_lowering_passes(graph_module, context)
-        graph_module.meta.pop(CONTEXT_KEY, None)
-        program = ExportedProgram(
-            root=graph_module,
-            graph=graph_module.graph,
-            graph_signature=context.signature,
-            state_dict=context.state_dict,
-            range_constraints=prepared.range_constraints,
-            module_call_graph=prepared.module_call_graph,
-            example_inputs=prepared.example_inputs,
-            constants=context.constants,
-            verifiers=prepared.verifiers,
-        )
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-
-    summary = _summarize(context, program)
-    log.info(
-        "lowered to %d region(s) on %s in %.1f s",
-        len(context.regions),
-        backend,
-        time.perf_counter() - start,
-    )
-    artifacts = {r.artifact.key: r.artifact for r in context.regions}  # type: ignore[union-attr]
-    runners = {r.artifact.key: r.runner for r in context.regions}  # type: ignore[union-attr]
-    recordable = {r.artifact.key for r in context.regions if r.recordable}  # type: ignore[union-attr]
-    # Regions delegated by an earlier lowering are left alone, and loaded again here.
-    for module in existing_delegates(program.graph_module):
-        if module.key not in artifacts:
-            artifacts[module.key] = module.artifact
-            constants = _bound_constants(program, module.artifact, "the program")
-            runners[module.key], ok = load_runner(
-                get_runtime(module.backend_id), module.artifact, constants, graphs is not None
+            result = lower_program(
+                exported_program,
+                backend_id=backend,
+                support=support,
+                exclude_ops=excluded,
+                min_partition_size=min_partition_size,
+                compile_options=dict(compile_options or {}),
+                cache_dir=os.fspath(cache_dir) if cache_dir else None,
+                strict=strict,
+                compile_workers=compile_workers,
+                recordable_runners=graphs is not None,
             )
-            if ok:
-                recordable.add(module.key)
-    return DelegatedProgram(
-        program,
-        artifacts,
-        runners,  # type: ignore[arg-type]
-        summary,
-        check_inputs=check_inputs,
-        workdir=workdir,
-        cuda_graphs=graphs,
-        recordable=frozenset(recordable),
-    )
+        try:
+            log.info(
+                "lowered to %d region(s) on %s in %.1f s",
+                len(result.regions),
+                backend,
+                time.perf_counter() - start,
+            )
+            program = result.program
+            artifacts = result.artifacts
+            runners = result.runners
+            recordable = result.recordable
+            # Regions delegated by an earlier lowering are left alone, and loaded again here.
+            for module in result.earlier_regions:
+                artifacts[module.key] = module.artifact
+                constants = _bound_constants(program, module.artifact, "the program")
+                runners[module.key], ok = load_runner(
+                    get_runtime(module.backend_id), module.artifact, constants, graphs is not None
+                )
+                if ok:
+                    recordable.add(module.key)
+            return DelegatedProgram(
+                program,
+                artifacts,
+                runners,  # type: ignore[arg-type]
+                _summarize(result, known),
+                check_inputs=check_inputs,
+                workdir=result.workdir,
+                cuda_graphs=graphs,
+                recordable=frozenset(recordable),
+            )
+        except BaseException:
+            if result.workdir is not None:
+                shutil.rmtree(result.workdir, ignore_errors=True)
+            raise
 
 
 def _check_cuda_graphs(
@@ -210,16 +188,17 @@ def _quiet_torch_internals() -> Iterator[None]:
         yield
 
 
-def _summarize(context: LoweringContext, program: ExportedProgram) -> LoweringSummary:
+def _summarize(result: LoweringResult, known: dict[str, RegionSummary]) -> LoweringSummary:
+    program = result.program
+    # Regions of one structure share one program graph (and its node names), so an
+    # earlier region is described by its own report when there is one.
     earlier = [
-        _summary_of_existing(m, program)
-        for m in existing_delegates(program.graph_module)
-        if all(m.module_name != r.name for r in context.regions)
+        known.get(m.module_name) or _summary_of_existing(m, program) for m in result.earlier_regions
     ]
     regions = earlier + [
         RegionSummary(
             name=r.name,
-            backend_id=context.backend_id,
+            backend_id=result.backend_id,
             nodes=[n.name for n in r.partition.compute_nodes],
             ops=r.partition.op_histogram(),
             num_inputs=len(r.inputs),
@@ -227,24 +206,27 @@ def _summarize(context: LoweringContext, program: ExportedProgram) -> LoweringSu
             owned_state=list(r.owned_state),
             owned_bytes=r.owned_bytes,
         )
-        for r in context.regions
+        for r in result.regions
     ]
-    result = context.partition_result
-    reasons = {r.node.name: r.explain() for r in result.rejected} if result else {}
-    snapshot = context.graph_snapshot
-    for name, error in context.failed_regions.items():
+    partitions = result.partition_result
+    reasons = {r.node.name: r.explain() for r in partitions.rejected} if partitions else {}
+    snapshot = result.graph_snapshot
+    by_name = {p.name: p for p in partitions.partitions} if partitions else {}
+    failed_nodes: dict[str, str] = {}  # region name -> why it stayed in the executor
+    for name, error in result.failed_regions.items():
         why = f"{name} failed to compile ({error})"
-        failed = next(p for p in result.partitions if p.name == name)  # type: ignore[union-attr]
-        reasons.update({n.name: why for n in failed.nodes})
-        for entry in snapshot["nodes"] if snapshot else []:
-            if entry[3] == name:
-                entry[3], entry[4] = None, why
+        reasons.update({n.name: why for n in by_name[name].nodes})
+        failed_nodes[name] = why
+    if failed_nodes and snapshot:
+        for entry in snapshot["nodes"]:
+            if entry[3] in failed_nodes:
+                entry[3], entry[4] = None, failed_nodes[entry[3]]
     return LoweringSummary(
-        context.backend_id,
+        result.backend_id,
         regions,
         executor_ops_of(program.graph, reasons),
-        context.graph_snapshot,
-        context.compile_stats or None,
+        snapshot,
+        result.compile_stats or None,
     )
 
 

@@ -16,6 +16,8 @@ from torch._ops import HigherOrderOperator, OpOverload
 from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 from torch.fx.passes.operator_support import OperatorSupportBase
 
+from fxdelegate.errors import InvalidArgumentError
+
 from .op_support import (
     COMPILABLE_NAMESPACES,
     DATA_DEPENDENT_OPS,
@@ -68,8 +70,9 @@ def value_kind(val: object) -> ValueKind:
 
 
 def has_unbacked_symbols(val: object) -> bool:
-    # Fast path: a tensor with only plain-int sizes carries no symbols at all.
-    if isinstance(val, torch.Tensor) and not any(type(s) is torch.SymInt for s in val.shape):
+    # Fast path: a tensor with only plain-int sizes and strides carries no symbols
+    # at all (the flag is read without building the shape).
+    if isinstance(val, torch.Tensor) and not val._has_symbolic_sizes_strides:
         return False
     if isinstance(val, (int, float, bool)) or val is None:
         return False
@@ -90,6 +93,85 @@ def _delegate_target() -> object:
     return torch.ops.higher_order.executorch_call_delegate
 
 
+@dataclass
+class JudgedGraph:
+    """The graph as index lists, with every call_function node judged.
+
+    The partitioner's later steps run on these lists alone: on large graphs
+    the time goes to touching FX nodes, so each node is read once, here.
+    """
+
+    nodes: list[torch.fx.Node]  # in graph (topological) order
+    inputs: list[list[int]]  # each node's input nodes, as indices
+    candidate: list[bool]  # may the node join a region
+    glue: list[int]  # a getitem: its producer's index (they stay together); else -1
+    verdicts: list[Verdict | None]  # each call_function node's; None for other nodes
+    # Used call_function nodes with no ``meta["val"]`` (the partition needs them all).
+    missing_values: list[str]
+
+
+def judge_graph(
+    graph: torch.fx.Graph,
+    support: OperatorSupportBase,
+    excluded: OpSet,
+    submodules: dict[str, torch.nn.Module],
+    backend_id: str = "backend",
+) -> JudgedGraph:
+    """Judge every node in one pass. Whether a region may read a value (it is a
+    tensor, or a size the region can recompute) is worked out once, when the
+    value is produced, and looked up by index by each of its readers."""
+    sizes = symbol_sources(graph.find_nodes(op="placeholder"))
+    judge = _NodeJudge(support, excluded, submodules, backend_id)
+    nodes = list(graph.nodes)
+    index: dict[torch.fx.Node, int] = {}
+    inputs: list[list[int]] = []
+    candidate: list[bool] = []
+    glue: list[int] = []
+    as_input: list[Verdict | None] = []  # why a region cannot read the node's value
+    verdicts: list[Verdict | None] = []
+    missing: list[str] = []
+    getitem = operator.getitem
+    for i, node in enumerate(nodes):
+        index[node] = i
+        try:
+            # `_input_nodes` is what `all_input_nodes` copies into a new list each call.
+            ins = [index[arg] for arg in node._input_nodes]
+        except KeyError as exc:
+            raise InvalidArgumentError(
+                f"node {node.name} reads {exc.args[0]}, which does not come before it in the "
+                "graph: the graph must be in topological order (graph.lint() checks it)"
+            ) from None
+        inputs.append(ins)
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and not val._has_symbolic_sizes_strides:
+            as_input.append(None)  # a plain tensor: any region may read it
+        else:
+            as_input.append(_problem_as_input(node, val, sizes))
+        if node.op != "call_function":
+            candidate.append(False)
+            glue.append(-1)
+            verdicts.append(None)
+            continue
+        if node.target is getitem:
+            producer = node.args[0]
+            j = index.get(producer, -1) if isinstance(producer, torch.fx.Node) else -1  # type: ignore[arg-type]
+            verdict = judge.getitem(val, verdicts[j] if j >= 0 else None)
+            glue.append(j)
+        else:
+            if val is None and "val" not in node.meta and node.users:
+                missing.append(node.name)  # (an assert has no users and no value)
+            problem = None
+            for j in ins:
+                problem = as_input[j]
+                if problem is not None:
+                    break
+            verdict = judge.compute_node(node, val, problem)
+            glue.append(-1)
+        verdicts.append(verdict)
+        candidate.append(verdict.candidate)
+    return JudgedGraph(nodes, inputs, candidate, glue, verdicts, missing)
+
+
 def judge_nodes(
     graph: torch.fx.Graph,
     support: OperatorSupportBase,
@@ -98,43 +180,93 @@ def judge_nodes(
     backend_id: str = "backend",
 ) -> dict[torch.fx.Node, Verdict]:
     """A verdict for every call_function node, in graph order."""
-    verdicts: dict[torch.fx.Node, Verdict] = {}
-    delegate = _delegate_target()
-    sizes = symbol_sources([n for n in graph.nodes if n.op == "placeholder"])
-    for node in graph.nodes:
-        if node.op != "call_function":
-            continue
-        val = node.meta.get("val")
-        kind = value_kind(val)
-        if node.target is operator.getitem:
-            producer = node.args[0]
-            parent = verdicts.get(producer) if isinstance(producer, torch.fx.Node) else None
-            if parent is not None and parent.candidate and kind is ValueKind.TENSOR:
-                verdicts[node] = Verdict(True)
-            elif kind is ValueKind.SYMBOLIC:
-                verdicts[node] = Verdict(False, RejectReason.SYMBOLIC_SCALAR)
-            else:
-                verdicts[node] = Verdict(False, RejectReason.PRODUCER_IN_EXECUTOR)
-            continue
-        verdicts[node] = _judge_compute_node(
-            node, kind, support, excluded, submodules, delegate, sizes, backend_id
-        )
-    return verdicts
+    judged = judge_graph(graph, support, excluded, submodules, backend_id)
+    return {n: v for n, v in zip(judged.nodes, judged.verdicts) if v is not None}
 
 
-def _judge_compute_node(
+class _NodeJudge:
+    """The verdict on one node, given what its inputs are."""
+
+    def __init__(
+        self,
+        support: OperatorSupportBase,
+        excluded: OpSet,
+        submodules: dict[str, torch.nn.Module],
+        backend_id: str,
+    ) -> None:
+        self.support = support
+        self.excluded = excluded
+        self.submodules = submodules
+        self.backend_id = backend_id
+        # id(target) -> whether the op alone lets a node join a region (not excluded,
+        # not a delegate, not control flow): asked once per op, not once per node.
+        self._ordinary: dict[int, bool] = {}
+        self._delegate = _delegate_target()
+
+    def getitem(self, val: object, producer: Verdict | None) -> Verdict:
+        if producer is not None and producer.candidate and isinstance(val, torch.Tensor):
+            return _CANDIDATE
+        if value_kind(val) is ValueKind.SYMBOLIC:
+            return Verdict(False, RejectReason.SYMBOLIC_SCALAR)
+        return Verdict(False, RejectReason.PRODUCER_IN_EXECUTOR)
+
+    def compute_node(
+        self, node: torch.fx.Node, val: object, input_problem: Verdict | None
+    ) -> Verdict:
+        """`input_problem`: why a region cannot read the first input it cannot read."""
+        target = node.target
+        ordinary = self._ordinary.get(id(target))
+        if ordinary is None:
+            ordinary = self._ordinary[id(target)] = (
+                target is not self._delegate
+                and not isinstance(target, HigherOrderOperator)
+                and target not in self.excluded
+            )
+        verdict: Verdict | None
+        if ordinary and isinstance(val, torch.Tensor) and not val._has_symbolic_sizes_strides:
+            verdict = None  # the common case, decided without a call
+        else:
+            kind = ValueKind.TENSOR if isinstance(val, torch.Tensor) else value_kind(val)
+            excluded = target in self.excluded
+            verdict = _judge_node(
+                node, val, kind, excluded, self.submodules, self.excluded, self._delegate
+            )
+        return verdict or input_problem or self._judge_support(node)
+
+    def _judge_support(self, node: torch.fx.Node) -> Verdict:
+        try:
+            supported = self.support.is_node_supported(self.submodules, node)
+        except Exception as exc:  # a user predicate that fails must not abort lowering
+            return Verdict(
+                False,
+                RejectReason.UNSUPPORTED,
+                f"support predicate raised {type(exc).__name__}: {exc}",
+            )
+        if not supported:
+            return Verdict(
+                False,
+                RejectReason.UNSUPPORTED,
+                f"backend '{self.backend_id}': {why_unsupported(node.target)}",
+            )
+        return _CANDIDATE
+
+
+_CANDIDATE = Verdict(True)
+
+
+def _judge_node(
     node: torch.fx.Node,
+    val: object,
     kind: ValueKind,
-    support: OperatorSupportBase,
-    excluded: OpSet,
+    excluded_target: bool,
     submodules: dict[str, torch.nn.Module],
+    excluded: OpSet,
     delegate: object,
-    sizes: dict[object, SizeSource],
-    backend_id: str,
-) -> Verdict:
+) -> Verdict | None:
+    """Why `node` itself (its op and its value) must stay in the executor, or None."""
     if node.target is delegate:
         return Verdict(False, RejectReason.ALREADY_DELEGATED)
-    if node.target in excluded:
+    if excluded_target:
         return Verdict(False, RejectReason.EXCLUDED)
     if isinstance(node.target, HigherOrderOperator):
         for body in control_flow_bodies(node, submodules):
@@ -151,50 +283,38 @@ def _judge_compute_node(
         return Verdict(False, RejectReason.NO_TENSOR_OUTPUT)
     if kind is ValueKind.TENSORS and any(u.target is not operator.getitem for u in node.users):
         return Verdict(False, RejectReason.WHOLE_TUPLE_USE)
-    if has_unbacked_symbols(node.meta.get("val")):
+    if has_unbacked_symbols(val):
         return Verdict(False, RejectReason.DATA_DEPENDENT, "output shape depends on tensor values")
-    for arg in node.all_input_nodes:
-        arg_val = arg.meta.get("val")
-        arg_kind = value_kind(arg_val)
-        if arg_kind is ValueKind.TENSOR:
-            if has_unbacked_symbols(arg_val):
-                return Verdict(
-                    False,
-                    RejectReason.DATA_DEPENDENT,
-                    f"input {arg.name} has a data-dependent shape",
-                )
-            continue
-        if arg_kind is ValueKind.SYMBOLIC:
-            if has_unbacked_symbols(arg_val):
-                return Verdict(
-                    False, RejectReason.DATA_DEPENDENT, f"size {arg.name} depends on tensor values"
-                )
-            expr = size_expr(arg_val)
-            if expr is None or not is_derivable(expr, sizes):
-                return Verdict(
-                    False,
-                    RejectReason.NON_TENSOR_INPUT,
-                    f"scalar {arg.name} cannot be recomputed from the graph's input shapes",
-                )
-            continue
-        if arg.op == "get_attr":
-            continue
-        return Verdict(
-            False, RejectReason.NON_TENSOR_INPUT, f"input {arg.name} is {arg_kind.value}"
-        )
-    try:
-        supported = support.is_node_supported(submodules, node)
-    except Exception as exc:  # a user predicate that fails must not abort lowering
-        return Verdict(
-            False, RejectReason.UNSUPPORTED, f"support predicate raised {type(exc).__name__}: {exc}"
-        )
-    if not supported:
-        return Verdict(
-            False,
-            RejectReason.UNSUPPORTED,
-            f"backend '{backend_id}': {why_unsupported(node.target)}",
-        )
-    return Verdict(True)
+    return None
+
+
+def _problem_as_input(
+    arg: torch.fx.Node, arg_val: object, sizes: dict[object, SizeSource]
+) -> Verdict | None:
+    """Why a region cannot read `arg` (whose value is `arg_val`) as an input, or None."""
+    arg_kind = value_kind(arg_val)
+    if arg_kind is ValueKind.TENSOR:
+        if has_unbacked_symbols(arg_val):
+            return Verdict(
+                False, RejectReason.DATA_DEPENDENT, f"input {arg.name} has a data-dependent shape"
+            )
+        return None
+    if arg_kind is ValueKind.SYMBOLIC:
+        if has_unbacked_symbols(arg_val):
+            return Verdict(
+                False, RejectReason.DATA_DEPENDENT, f"size {arg.name} depends on tensor values"
+            )
+        expr = size_expr(arg_val)
+        if expr is None or not is_derivable(expr, sizes):
+            return Verdict(
+                False,
+                RejectReason.NON_TENSOR_INPUT,
+                f"scalar {arg.name} cannot be recomputed from the graph's input shapes",
+            )
+        return None
+    if arg.op == "get_attr":
+        return None
+    return Verdict(False, RejectReason.NON_TENSOR_INPUT, f"input {arg.name} is {arg_kind.value}")
 
 
 def _body_call_nodes(body: torch.fx.GraphModule):
@@ -220,4 +340,7 @@ def why_unsupported(target: object) -> str:
         if target.namespace not in COMPILABLE_NAMESPACES:
             return f"op namespace '{target.namespace}' has no compiled kernels"
         return "op refused by the support predicate"
-    return "not an ATen operator"
+    return (
+        "not an ATen operator (a torch-level call, as symbolic_trace records; "
+        "torch.export gives ATen ops)"
+    )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import operator
+import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -15,9 +14,10 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 
 from fxdelegate.errors import InvalidArgumentError
 
-from .candidates import RejectReason, judge_nodes
+from .candidates import JudgedGraph, RejectReason, judge_graph
+from .gc_pause import gc_paused
 from .op_support import CompilableAtenSupport, OpSelector, OpSet, describe_target
-from .regions import find_convex_regions
+from .regions import convex_regions
 
 log = logging.getLogger("fxdelegate.partitioner")
 
@@ -103,49 +103,59 @@ def partition_graph(
     check_partition_arguments(support, min_partition_size)
     excluded = exclude_ops if isinstance(exclude_ops, OpSet) else OpSet(exclude_ops)
 
-    graph = graph_module.graph
     submodules = dict(graph_module.named_modules())
-    with _gc_paused():
-        verdicts = judge_nodes(graph, support, excluded, submodules, backend_id)
-        nodes = list(graph.nodes)
-        regions = find_convex_regions(nodes, lambda n: n in verdicts and verdicts[n].candidate)
+    with gc_paused():
+        judged = judge_graph(graph_module.graph, support, excluded, submodules, backend_id)
+        _require_values(judged.missing_values)
+        result = _partition(judged, min_partition_size, name_prefix, first_index)
+        # Its lists (a few small ones per node) go now, before the collector
+        # wakes up and would scan them.
+        del judged
+    _log_result(result.partitions, result.rejected)
+    return result
 
+
+def _partition(
+    judged: JudgedGraph, min_partition_size: int, name_prefix: str, first_index: int
+) -> PartitionResult:
+    # By index: on large graphs, reading a node's fields again costs a cache miss.
+    nodes, glue = judged.nodes, judged.glue
     partitions: list[Partition] = []
-    rejected_small: dict[torch.fx.Node, RejectedNode] = {}
-    for members in regions:
-        size = sum(1 for n in members if n.target is not operator.getitem)
+    too_small: dict[int, str] = {}  # node index -> why its region was dropped
+    for region in convex_regions(judged.inputs, judged.candidate, glue):
+        size = sum(1 for i in region if glue[i] < 0)  # getitems do not count
         if size < min_partition_size:
-            for n in members:
-                rejected_small[n] = RejectedNode(
-                    n, RejectReason.TOO_SMALL, f"{size} < {min_partition_size} compute nodes"
-                )
+            detail = f"{size} < {min_partition_size} compute nodes"
+            too_small.update(dict.fromkeys(region, detail))
             continue
-        partitions.append(
-            Partition(f"{name_prefix}_{first_index + len(partitions)}", tuple(members))
-        )
+        name = f"{name_prefix}_{first_index + len(partitions)}"
+        partitions.append(Partition(name, tuple(map(nodes.__getitem__, region))))
 
     rejected = []
-    for node in nodes:
-        if node in rejected_small:
-            rejected.append(rejected_small[node])
-        elif node in verdicts and not verdicts[node].candidate:
-            verdict = verdicts[node]
-            rejected.append(RejectedNode(node, verdict.reason, verdict.detail))  # type: ignore[arg-type]
-    _log_result(partitions, rejected)
+    for i, verdict in enumerate(judged.verdicts):  # graph order
+        if verdict is None:
+            continue  # not a call_function
+        if not verdict.candidate:
+            rejected.append(RejectedNode(nodes[i], verdict.reason, verdict.detail))  # type: ignore[arg-type]
+        elif too_small and i in too_small:
+            rejected.append(RejectedNode(nodes[i], RejectReason.TOO_SMALL, too_small[i]))
     return PartitionResult(partitions, rejected)
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    # The sweeps allocate one small list per node; on large graphs the cyclic
-    # collector would rescan the whole FX graph many times over.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+def _require_values(missing: list[str]) -> None:
+    """Refuse a graph whose used values carry no ``meta["val"]`` (`missing` names
+    them): without them the partitioner cannot tell a tensor from a size or a
+    tuple, and would reject every such node for want of a tensor output."""
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise InvalidArgumentError(
+            f"{len(missing)} call_function node(s) have no meta['val'] ({shown}); the "
+            "partitioner needs every node's value (a fake tensor, a size or a tuple of them) "
+            "to tell tensors from other values. Graphs from torch.export carry it; for a "
+            "symbolic_trace or hand-built graph, run "
+            "torch.fx.passes.fake_tensor_prop.FakeTensorProp(graph_module).propagate(*inputs) "
+            "first"
+        )
 
 
 def propose_partitions(
@@ -155,13 +165,31 @@ def propose_partitions(
     exclude_ops: Iterable[OpSelector] = (),
     min_partition_size: int = 1,
 ) -> list[Partition]:
-    """Convex, deterministic partitions of the supported nodes of `graph_module`."""
-    return partition_graph(
+    """Convex, deterministic partitions of the supported nodes of `graph_module`.
+
+    Use :func:`partition_graph` for the reason each node was left out; an empty
+    result from a graph with compute nodes warns with the first reasons."""
+    result = partition_graph(
         graph_module, support, exclude_ops=exclude_ops, min_partition_size=min_partition_size
-    ).partitions
+    )
+    compute = (
+        [r for r in result.rejected if r.node.target is not operator.getitem]
+        if not result.partitions
+        else []
+    )
+    if compute:
+        reasons = "; ".join(f"{r.node.name}: {r.explain()}" for r in compute[:3])
+        warnings.warn(
+            f"no partitions: all {len(compute)} compute node(s) were left out ({reasons}"
+            f"{'; ...' if len(compute) > 3 else ''}); partition_graph() lists every reason",
+            stacklevel=2,
+        )
+    return result.partitions
 
 
 def _log_result(partitions: list[Partition], rejected: list[RejectedNode]) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return  # the messages below cost time linear in the graph to format
     compute = sum(p.size for p in partitions)
     log.info(
         "partitioned into %d region(s) holding %d compute node(s); %d node(s) stay in the executor",

@@ -39,90 +39,106 @@ _NO_LEVEL = -1
 _UNBOUNDED = 1 << 60
 
 
-def _build_units(
-    nodes: Sequence[torch.fx.Node], is_candidate: Callable[[torch.fx.Node], bool]
-) -> tuple[list[list[int]], list[int], list[bool]]:
-    """Glue candidate getitems to their producer. Returns (units, unit_of_node, unit_is_candidate)."""
-    index = {node: i for i, node in enumerate(nodes)}
-    unit_of = [0] * len(nodes)
-    units: list[list[int]] = []
+def _units_and_edges(
+    inputs: list[list[int]], candidate: list[bool], glue: list[int]
+) -> tuple[list[int], list[bool], list[list[int]]]:
+    """Glue each candidate getitem to its candidate producer, and link the units.
+    Returns (the unit of each node, whether each unit is a candidate, each
+    unit's predecessors)."""
+    unit_of: list[int] = []
     unit_candidate: list[bool] = []
-    for i, node in enumerate(nodes):
-        candidate = is_candidate(node)
-        if candidate and node.target is operator.getitem and node.op == "call_function":
-            producer = node.args[0]
-            j = index.get(producer) if isinstance(producer, torch.fx.Node) else None
-            if j is not None and unit_candidate[unit_of[j]]:
-                unit_of[i] = unit_of[j]
-                units[unit_of[j]].append(i)
-                continue
-        unit_of[i] = len(units)
-        units.append([i])
-        unit_candidate.append(candidate)
-    return units, unit_of, unit_candidate
+    preds: list[list[int]] = []
+    for i, ins in enumerate(inputs):
+        is_cand = candidate[i]
+        producer = glue[i]
+        if is_cand and producer >= 0 and unit_candidate[unit_of[producer]]:
+            unit_of.append(unit_of[producer])  # its only input is the producer: no new edge
+            continue
+        unit_of.append(len(unit_candidate))
+        unit_candidate.append(is_cand)
+        unit_preds = [unit_of[j] for j in ins]
+        if unit_preds == ins:
+            # Its inputs are units of their own: share the list (on large graphs,
+            # every long-lived small object costs a cache miss to make and to free).
+            unit_preds = ins
+        elif len(unit_preds) > 2:
+            unit_preds = list(dict.fromkeys(unit_preds))  # two getitems of one producer
+        elif len(unit_preds) == 2 and unit_preds[0] == unit_preds[1]:
+            unit_preds.pop()
+        preds.append(unit_preds)
+    return unit_of, unit_candidate, preds
 
 
-def _unit_edges(
-    nodes: Sequence[torch.fx.Node], units: list[list[int]], unit_of: list[int]
-) -> tuple[list[list[int]], list[list[int]]]:
-    index = {node: i for i, node in enumerate(nodes)}
-    preds: list[list[int]] = [[] for _ in units]
-    succs: list[list[int]] = [[] for _ in units]
-    for u, members in enumerate(units):
-        seen: set[int] = set()
-        for i in members:
-            for arg in nodes[i].all_input_nodes:
-                j = index.get(arg)
-                if j is None:
-                    continue
-                p = unit_of[j]
-                if p != u and p not in seen:
-                    seen.add(p)
-                    preds[u].append(p)
-                    succs[p].append(u)
-    return preds, succs
+def assign_levels(preds: list[list[int]], candidate: list[bool]) -> list[int]:
+    """Levels for candidate units (see module docstring); -1 for the others.
 
-
-def assign_levels(
-    preds: list[list[int]], succs: list[list[int]], candidate: list[bool]
-) -> list[int]:
-    """Levels for candidate units (see module docstring); -1 for the others."""
+    Units are in topological order and `preds` lists each one's predecessors;
+    both sweeps walk these lists only (the backward one pushes each unit's
+    bound to its predecessors instead of reading successor lists), so large
+    graphs cost no more memory traffic than the edges themselves. Comparisons
+    are written out: a ``max`` call per edge costs more than the edge.
+    """
     n = len(candidate)
-    level = [_NO_LEVEL] * n
-    # reach[u] for a non-candidate: the highest level of a candidate that reaches u.
-    reach = [_NO_LEVEL] * n
+    # A candidate's level; for a non-candidate, the highest level of a candidate
+    # that reaches it (forward), then the lowest level of a candidate it reaches.
+    value = [_NO_LEVEL] * n
     for u in range(n):
         if candidate[u]:
             lv = 0
             for p in preds[u]:
-                lv = max(lv, level[p] if candidate[p] else reach[p] + 1)
-            level[u] = lv
+                v = value[p] if candidate[p] else value[p] + 1
+                if v > lv:
+                    lv = v
+            value[u] = lv
         else:
             r = _NO_LEVEL
             for p in preds[u]:
-                r = max(r, level[p] if candidate[p] else reach[p])
-            reach[u] = r
+                v = value[p]
+                if v > r:
+                    r = v
+            value[u] = r
 
-    # reach_back[u] for a non-candidate: the lowest level of a candidate reachable from u.
-    reach_back = [_UNBOUNDED] * n
-    for u in range(n - 1, -1, -1):
+    # bound[u] = 2 * (lowest level u may rise to, given its users) + (0 when a
+    # candidate user sits at that level, else 1): one min keeps both facts.
+    none = 2 * _UNBOUNDED + 1
+    bound = [none] * n
+    for u in range(n - 1, -1, -1):  # every user of u has pushed its bound already
+        key = bound[u]
         if candidate[u]:
-            bound = _UNBOUNDED
-            user_levels = []
-            for s in succs[u]:
-                if candidate[s]:
-                    bound = min(bound, level[s])
-                    user_levels.append(level[s])
-                else:
-                    bound = min(bound, reach_back[s] - 1)
-            if bound > level[u] and bound in user_levels:
-                level[u] = bound
+            lv = key >> 1
+            if not key & 1 and lv > value[u]:
+                value[u] = lv  # join the region of the user
+            mine = 2 * value[u]
+            for p in preds[u]:
+                if mine < bound[p]:
+                    bound[p] = mine
         else:
-            r = _UNBOUNDED
-            for s in succs[u]:
-                r = min(r, level[s] if candidate[s] else reach_back[s])
-            reach_back[u] = r
-    return level
+            reach = key >> 1 if key != none else _UNBOUNDED
+            value[u] = reach
+            to_candidate = 2 * (reach - 1) + 1  # a path through u raises the level
+            to_other = 2 * reach + 1
+            for p in preds[u]:
+                mine = to_candidate if candidate[p] else to_other
+                if mine < bound[p]:
+                    bound[p] = mine
+    return [v if c else _NO_LEVEL for v, c in zip(value, candidate)]
+
+
+def convex_regions(
+    inputs: list[list[int]], candidate: list[bool], glue: list[int]
+) -> list[list[int]]:
+    """Convex regions of candidate nodes, as node indices in order, ordered by level.
+
+    Nodes are numbered in topological order; `inputs` lists each node's inputs,
+    and `glue` each getitem's producer (-1 for other nodes).
+    """
+    unit_of, unit_candidate, preds = _units_and_edges(inputs, candidate, glue)
+    level = assign_levels(preds, unit_candidate)
+    by_level: dict[int, list[int]] = {}
+    for i, u in enumerate(unit_of):
+        if unit_candidate[u]:
+            by_level.setdefault(level[u], []).append(i)
+    return [by_level[lv] for lv in sorted(by_level)]
 
 
 def find_convex_regions(
@@ -132,11 +148,16 @@ def find_convex_regions(
 
     `nodes` must be in topological order (an FX graph's node order is).
     """
-    units, unit_of, candidate = _build_units(nodes, is_candidate)
-    preds, succs = _unit_edges(nodes, units, unit_of)
-    level = assign_levels(preds, succs, candidate)
-    by_level: dict[int, list[int]] = {}
-    for u, members in enumerate(units):
-        if candidate[u]:
-            by_level.setdefault(level[u], []).extend(members)
-    return [[nodes[i] for i in sorted(by_level[lv])] for lv in sorted(by_level)]
+    index: dict[torch.fx.Node, int] = {}
+    inputs: list[list[int]] = []
+    glue: list[int] = []
+    for i, node in enumerate(nodes):
+        index[node] = i
+        inputs.append([j for arg in node.all_input_nodes if (j := index.get(arg)) is not None])
+        producer = node.args[0] if node.args else None
+        is_getitem = node.op == "call_function" and node.target is operator.getitem
+        glue.append(
+            index.get(producer, -1) if is_getitem and isinstance(producer, torch.fx.Node) else -1
+        )  # type: ignore[arg-type]
+    candidate = [is_candidate(n) for n in nodes]
+    return [[nodes[i] for i in region] for region in convex_regions(inputs, candidate, glue)]

@@ -13,12 +13,14 @@ One pass per file, each a ``torch.fx.passes.infra.pass_base.PassBase``:
 
 from .anchor_symbolic_sizes import AnchorSymbolicSizesPass
 from .assign_constant_owners import AssignConstantOwnersPass
+from .compile_cache import default_cache_dir
 from .context import EXECUTOR, LoweringContext, RegionRecord, attach_context, get_context
 from .delegate_regions import DelegateRegionsPass
 from .lower_regions import LowerRegionsPass
+from .lowering_result import LoweringResult
 from .outline_regions import OutlineRegionsPass
-from .pipeline import lowering_passes, run_lowering_passes
-from .prepare_program import prepare_program
+from .pipeline import lower_program, lowering_passes, run_lowering_passes
+from .prepare_program import PreparedProgram, prepare, prepare_program
 from .tag_regions import REGION_TAG, TagRegionsPass
 from .verify_delegated import VerifyDelegatedGraphPass
 
@@ -30,13 +32,18 @@ __all__ = [
     "DelegateRegionsPass",
     "LowerRegionsPass",
     "LoweringContext",
+    "LoweringResult",
     "OutlineRegionsPass",
+    "PreparedProgram",
     "RegionRecord",
     "TagRegionsPass",
     "VerifyDelegatedGraphPass",
     "attach_context",
+    "default_cache_dir",
     "get_context",
+    "lower_program",
     "lowering_passes",
+    "prepare",
     "prepare_program",
     "run_lowering_passes",
 ]

@@ -47,8 +47,12 @@ class AssignConstantOwnersPass(PassBase):
             else:
                 owners[spec.target] = user_regions.pop()  # type: ignore[assignment]
         ctx.owners = owners
+        owned: dict[str, list[str]] = {}
+        for target, owner in owners.items():
+            if owner != EXECUTOR:
+                owned.setdefault(owner, []).append(target)
         for region in ctx.regions:
-            region.owned_state = [t for t, owner in owners.items() if owner == region.name]
+            region.owned_state = owned.get(region.name, [])
             region.owned_bytes = sum(_nbytes(_state_value(ctx, t)) for t in region.owned_state)
         return PassResult(graph_module, False)
 

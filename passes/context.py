@@ -38,6 +38,9 @@ class RegionRecord:
     owned_state: list[str] = field(default_factory=list)
     owned_bytes: int = 0
     program: ExportedProgram | None = None
+    # Regions with the same structure index outline to the same program (up to
+    # their weights) and share it: see :mod:`.region_structure`.
+    structure: int | None = None
     example_inputs: tuple[Any, ...] = ()
     artifact: RegionArtifact | None = None
     runner: Runner | None = None

@@ -97,7 +97,7 @@ class DelegateRegionsPass(PassBase):
                 and isinstance(getattr(graph_module, node.target, None), torch.fx.GraphModule)  # type: ignore[arg-type]
             ):
                 graph.erase_node(node)
-        graph_module.delete_all_unused_submodules()
+        delete_unused_submodules(graph_module)
         stable_topological_sort(graph)
         output_node = graph.output_node()
         ctx.signature = ExportGraphSignature(
@@ -138,3 +138,25 @@ def _renamed_outputs(specs: list[OutputSpec], returned: tuple) -> list[OutputSpe
                 arg = SymIntArgument(value.name)
         renamed.append(OutputSpec(spec.kind, arg, spec.target))
     return renamed
+
+
+def delete_unused_submodules(graph_module: torch.fx.GraphModule) -> None:
+    """What ``GraphModule.delete_all_unused_submodules`` does, in linear time.
+
+    torch's version looks every submodule up in a list of the used names, which
+    is quadratic in the number of delegate calls (each has a lowered module).
+    """
+    used: set[str] = set()
+    for node in graph_module.graph.nodes:
+        if node.op not in ("call_module", "get_attr") or not isinstance(node.target, str):
+            continue
+        parts = node.target.split(".")
+        used.update(".".join(parts[: i + 1]) for i in range(len(parts)))  # and its parents
+        if node.op == "call_module":
+            try:
+                called = graph_module.get_submodule(node.target)
+            except AttributeError:
+                continue
+            used.update(f"{node.target}.{name}" for name, _ in called.named_modules() if name)
+    for name in [name for name, _ in graph_module.named_modules() if name and name not in used]:
+        graph_module.delete_submodule(name)

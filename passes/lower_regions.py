@@ -17,7 +17,7 @@ import warnings
 import torch
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from fxdelegate.errors import BackendCompileError, BackendError
+from fxdelegate.errors import BackendCompileError, BackendError, RegionFallbackWarning
 from fxdelegate.runtime.backend import RegionArtifact, RegionToCompile, get_compiler, get_runtime
 from fxdelegate.runtime.capture_plan import region_host_sync
 
@@ -46,12 +46,18 @@ class LowerRegionsPass(PassBase):
         options = dict(ctx.compile_options)
 
         groups: dict[str, list[RegionRecord]] = {}
+        keys: dict[int, str] = {}  # structure -> content key: one hash per structure
         for record in ctx.regions:
-            key = region_key(record.program, ctx.backend_id, options)  # type: ignore[arg-type]
+            key = keys.get(record.structure) if record.structure is not None else None
+            if key is None:
+                key = region_key(record.program, ctx.backend_id, options)  # type: ignore[arg-type]
+                if record.structure is not None:
+                    keys[record.structure] = key
             groups.setdefault(key, []).append(record)
         cache = CompileCache(ctx.cache_dir) if (ctx.cache_dir and compiler.cacheable) else None
         shared: dict[str, RegionArtifact] = {}
         failures: dict[str, str] = {}
+        failed_as: dict[str, str] = {}  # the region name a failed compile was reported under
         if cache is not None:
             for key in groups:
                 entry = cache.get(key)
@@ -61,6 +67,7 @@ class LowerRegionsPass(PassBase):
                         ctx.backend_id,
                         package_path=entry.package_path,
                         package_key=entry.meta.get("package_key"),
+                        meta=dict(entry.meta.get("backend_meta", {})),
                     )
         jobs = [
             CompileJob(
@@ -88,12 +95,18 @@ class LowerRegionsPass(PassBase):
                         f"{ctx.backend_id} failed to compile {job.region.name}: {result}"
                     ) from result
                 failures[job.key] = _first_line(result)
+                failed_as[job.key] = job.region.name
                 return
             if cache is not None and result.package_path is not None:
                 entry = cache.put(
                     job.key,
                     result.package_path,
-                    {"backend": ctx.backend_id, "package_key": result.package_key},
+                    # The backend's own meta (its device, say) comes back with a hit.
+                    {
+                        "backend": ctx.backend_id,
+                        "package_key": result.package_key,
+                        "backend_meta": result.meta,
+                    },
                 )
                 result.package_path = entry.package_path
             shared[job.key] = result
@@ -114,12 +127,17 @@ class LowerRegionsPass(PassBase):
             )
 
         lowered = []
+        fallen: list[tuple[RegionRecord, str, str]] = []  # record, error, its cause
         for key, records in groups.items():
+            program = records[0].program
+            assert program is not None
+            host_sync = None if key in failures else region_host_sync(program.graph_module)
             for record in records:
                 if key in failures:
-                    _fall_back(ctx, record, failures[key])
+                    cause = failures[key].replace(failed_as[key], "<region>")
+                    fallen.append((record, failures[key], cause))
                     continue
-                record.artifact = _region_artifact(record, shared[key], ctx.backend_id)
+                record.artifact = _region_artifact(record, shared[key], ctx.backend_id, host_sync)
                 constants = {
                     name: _state(ctx, fqn) for name, fqn in record.artifact.constant_bindings
                 }
@@ -136,10 +154,13 @@ class LowerRegionsPass(PassBase):
                     # e.g. options that fold weights into the code (GEMM prepacking)
                     if ctx.strict:
                         raise
-                    _fall_back(ctx, record, _first_line(exc))
+                    error = _first_line(exc)
+                    fallen.append((record, error, error.replace(record.name, "<region>")))
                     continue
                 lowered.append(record)
-        ctx.regions = [r for r in ctx.regions if r in lowered]
+        _fall_back(ctx, fallen)
+        kept = {id(r) for r in lowered}  # records compare by value: match by identity
+        ctx.regions = [r for r in ctx.regions if id(r) in kept]
         ctx.compile_stats = {
             "regions": len(lowered) + len(ctx.failed_regions),
             "distinct": len(groups),
@@ -157,9 +178,10 @@ class LowerRegionsPass(PassBase):
 
 
 def _region_artifact(
-    record: RegionRecord, shared: RegionArtifact, backend_id: str
+    record: RegionRecord, shared: RegionArtifact, backend_id: str, host_sync: object
 ) -> RegionArtifact:
-    """This region's view of a (possibly shared) artifact: its own key and weights."""
+    """This region's view of a (possibly shared) artifact: its own key and weights.
+    `host_sync` is what :func:`region_host_sync` says of the (shared) program."""
     program = record.program
     assert program is not None
     constants = []
@@ -177,7 +199,7 @@ def _region_artifact(
             **shared.meta,
             "constants": constants,
             "content_key": shared.key,
-            "host_sync": region_host_sync(program.graph_module),
+            "host_sync": host_sync,
         },
     )
 
@@ -186,13 +208,33 @@ def _state(ctx: LoweringContext, fqn: str) -> torch.Tensor:
     return ctx.state_dict[fqn] if fqn in ctx.state_dict else ctx.constants[fqn]
 
 
-def _fall_back(ctx: LoweringContext, record: RegionRecord, error: str) -> None:
-    message = f"{ctx.backend_id} failed to compile {record.name}; its {record.partition.size} node(s) stay in the executor: {error}"
-    warnings.warn(message, stacklevel=2)
-    log.warning(message)
-    ctx.failed_regions[record.name] = error
-    for node in record.partition.nodes:
-        node.meta.pop(REGION_TAG, None)
+def _fall_back(ctx: LoweringContext, fallen: list[tuple[RegionRecord, str, str]]) -> None:
+    """Leave each failed region's nodes to the executor, with one warning per cause:
+    when every region fails the same way (a worker that cannot import what the
+    caller imports, a missing compiler), one line says so, not one per region."""
+    by_cause: dict[str, list[RegionRecord]] = {}
+    for record, error, cause in fallen:
+        ctx.failed_regions[record.name] = error
+        for node in record.partition.nodes:
+            node.meta.pop(REGION_TAG, None)
+        by_cause.setdefault(cause, []).append(record)
+    for cause, records in by_cause.items():
+        nodes = sum(r.partition.size for r in records)
+        if len(records) == 1:
+            (record,) = records
+            message = (
+                f"{ctx.backend_id} failed to compile {record.name}; its {nodes} node(s) stay "
+                f"in the executor: {ctx.failed_regions[record.name]}"
+            )
+        else:
+            names = ", ".join(r.name for r in records[:6]) + (", ..." if len(records) > 6 else "")
+            message = (
+                f"{ctx.backend_id} failed to compile {len(records)} regions ({names}) for one "
+                f"cause; their {nodes} node(s) stay in the executor: {cause}"
+            )
+        message += ". lower(..., strict=True) makes a compile failure an error"
+        warnings.warn(message, RegionFallbackWarning, stacklevel=2)
+        log.warning(message)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,13 +18,17 @@ instead of two copies of the whole cache. Symbolic sizes the
 region needs are recomputed inside it from its tensor inputs' shapes; when no
 input carries a symbol as a plain dimension, the parent's graph input that
 does is passed in as well.
+
+Regions with the same structure (:mod:`.region_structure`), such as the
+blocks of a model that repeats one block, are outlined once: the others get
+a copy of that program that shares its graph and binds their own weights.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Hashable
 
-import sympy
 import torch
 import torch.utils._pytree as pytree
 from torch.export import ExportedProgram
@@ -39,11 +43,18 @@ from torch.export.graph_signature import (
 )
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from fxdelegate.partitioner.candidates import ValueKind, value_kind
 from fxdelegate.partitioner.symbolic import size_expr, symbol_sources
 from fxdelegate.runtime.backend import example_value, get_compiler
 
 from .context import LoweringContext, RegionRecord, get_context
+from .region_boundary import (
+    RegionBoundary,
+    buffers_written_in_place,
+    free_symbols,
+    mutated_buffers,
+    region_boundary,
+)
+from .region_structure import region_structure
 from .symbolic_sizes import SizeExprBuilder
 
 
@@ -61,10 +72,21 @@ class OutlineRegionsPass(PassBase):
         parent_sizes = symbol_sources(placeholders)
         specs_by_name = {s.arg.name: s for s in ctx.signature.input_specs}
         in_place = get_compiler(ctx.backend_id).supports_input_mutation
+        mutated = mutated_buffers(graph_module, ctx.signature) if in_place else {}
+        outlined: dict[Hashable, RegionRecord] = {}  # structure -> the region outlined for it
         for record in ctx.regions:
-            if in_place:
-                record.in_place = buffers_written_in_place(graph_module, record, ctx)
-            outline_region(graph_module, record, ctx, specs_by_name, parent_sizes)
+            if mutated:
+                record.in_place = buffers_written_in_place(graph_module, record, mutated)
+            boundary = region_boundary(graph_module, record, ctx, specs_by_name, parent_sizes)
+            structure = region_structure(boundary, specs_by_name)
+            first = outlined.get(structure)
+            if first is None:
+                outlined[structure] = record
+                record.structure = len(outlined) - 1
+                outline_region(graph_module, record, boundary, ctx, specs_by_name)
+            else:
+                record.structure = first.structure
+                rebind_region(record, first, boundary, ctx, specs_by_name)
         return PassResult(graph_module, False)
 
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:
@@ -80,121 +102,44 @@ class OutlineRegionsPass(PassBase):
                 raise AssertionError(f"{record.name}: output count differs from the parent's uses")
 
 
-def buffers_written_in_place(
-    parent: torch.fx.GraphModule, record: RegionRecord, ctx: LoweringContext
-) -> list[tuple[str, torch.fx.Node, torch.fx.Node]]:
-    """Mutated buffers whose old and new values are read only inside the region."""
-    members = set(record.partition.nodes)
-    output = parent.graph.output_node()
-    returned = list(output.args[0])
-    placeholders = {n.name: n for n in parent.graph.nodes if n.op == "placeholder"}
-    buffer_input = {
-        s.target: placeholders.get(s.arg.name)
-        for s in ctx.signature.input_specs
-        if s.kind == InputKind.BUFFER
-    }
-    found = []
-    for position, spec in enumerate(ctx.signature.output_specs):
-        if spec.kind != OutputKind.BUFFER_MUTATION:
-            continue
-        old, new = buffer_input.get(spec.target), returned[position]
-        if old is None or not isinstance(new, torch.fx.Node) or new not in members:
-            continue
-        if returned.count(new) != 1 or not all(u in members for u in old.users):
-            continue
-        if all(u in members or u is output for u in new.users):
-            found.append((spec.target, old, new))
-    return found
-
-
 def outline_region(
     parent: torch.fx.GraphModule,
     record: RegionRecord,
+    boundary: RegionBoundary,
     ctx: LoweringContext,
     specs_by_name: dict[str, InputSpec],
-    parent_sizes: dict,
 ) -> None:
-    members = set(record.partition.nodes)
-    ordered = list(record.partition.nodes)
-
-    external: list[torch.fx.Node] = []
-    seen: set[torch.fx.Node] = set()
-    for node in ordered:
-        for arg in node.all_input_nodes:
-            if arg not in members and arg not in seen:
-                seen.add(arg)
-                external.append(arg)
-    written = {new: old for _, old, new in record.in_place}
-    output_node = parent.graph.output_node()
-    outputs = [
-        n
-        for n in ordered
-        if any(u not in members and not (u is output_node and n in written) for u in n.users)
-    ]
-
-    owned, runtime, sizes, bodies = [], [], [], []
-    for value in external:
-        spec = specs_by_name.get(value.name) if value.op == "placeholder" else None
-        owners = ctx.owners or {}
-        if spec is not None and spec.target is not None and owners.get(spec.target) == record.name:
-            owned.append(value)
-        elif value.op == "get_attr":
-            bodies.append(value)  # a control-flow body: travels with the region
-        elif value_kind(value.meta.get("val")) is ValueKind.SYMBOLIC:
-            sizes.append(value)
-        else:
-            runtime.append(value)
-
-    # Every symbol in the region's shapes must be readable from a runtime input.
-    local_sizes = symbol_sources(runtime)
-    needed: set[sympy.Symbol] = set()
-    for node in [*runtime, *ordered, *sizes]:
-        needed |= _free_symbols(node.meta.get("val"))
-    for symbol in sorted(needed - set(local_sizes), key=str):
-        source = parent_sizes.get(symbol)
-        if source is None:
-            raise AssertionError(
-                f"{record.name}: size {symbol} is not readable from any graph input"
-            )
-        if source[0] not in runtime:
-            runtime.append(source[0])
-        local_sizes = symbol_sources(runtime)
-
+    """Build `record`'s program from the parent's nodes."""
     graph = torch.fx.Graph()
     env: dict[torch.fx.Node, object] = {}
     input_specs: list[InputSpec] = []
-    state_dict: dict[str, torch.Tensor] = {}
-    constants: dict[str, object] = {}
-    owned_fqns = []
-    for i, value in enumerate(owned):
+    for i, value in enumerate(boundary.owned):
         spec = specs_by_name[value.name]
         env[value] = _placeholder(graph, value)
         # Canonical names: the compiled region must not depend on which block it came from.
-        name = constant_name(i)
-        owned_fqns.append(spec.target)
         input_specs.append(
             InputSpec(
-                spec.kind, TensorArgument(env[value].name), name, getattr(spec, "persistent", None)
+                spec.kind,
+                TensorArgument(env[value].name),  # type: ignore[union-attr]
+                constant_name(i),
+                getattr(spec, "persistent", None),
             )
         )
-        if spec.kind == InputKind.PARAMETER or (spec.kind == InputKind.BUFFER and spec.persistent):
-            state_dict[name] = ctx.state_dict[spec.target]  # type: ignore[index]
-        else:
-            constants[name] = ctx.constants[spec.target]  # type: ignore[index]
-    for value in runtime:
+    for value in boundary.runtime:
         env[value] = _placeholder(graph, value)
-        input_specs.append(InputSpec(InputKind.USER_INPUT, TensorArgument(env[value].name), None))
+        input_specs.append(InputSpec(InputKind.USER_INPUT, TensorArgument(env[value].name), None))  # type: ignore[union-attr]
 
-    region_sizes = {sym: (env[node], dim) for sym, (node, dim) in local_sizes.items()}
+    region_sizes = {sym: (env[node], dim) for sym, (node, dim) in boundary.local_sizes.items()}
     builder = SizeExprBuilder(graph, region_sizes)  # type: ignore[arg-type]
-    for value in sizes:
+    for value in boundary.sizes:
         env[value] = builder.build(size_expr(value.meta["val"]))  # type: ignore[arg-type]
     holder = torch.nn.Module()
-    for value in bodies:
+    for value in boundary.bodies:
         holder.add_module(value.target, getattr(parent, value.target))  # type: ignore[arg-type]
         env[value] = graph.get_attr(value.target)  # type: ignore[arg-type]
-    for node in ordered:
+    for node in boundary.members:
         env[node] = graph.node_copy(node, lambda n: env[n])
+    written, outputs = boundary.written, boundary.outputs
     graph.output(tuple(env[n] for n in [*written, *outputs]))
     output_specs = [
         OutputSpec(
@@ -208,12 +153,11 @@ def outline_region(
         for n in outputs
     ]
 
-    example_inputs = tuple(example_value(v.meta["val"]) for v in runtime)
+    example_inputs = tuple(example_value(v.meta["val"]) for v in boundary.runtime)
     in_spec = pytree.tree_flatten((example_inputs, {}))[1]
     out_spec = pytree.tree_flatten(tuple(range(len(outputs))))[1]
-    symbols = (
-        set().union(*(_free_symbols(v.meta.get("val")) for v in runtime)) if runtime else set()
-    )
+    symbols = set().union(*(free_symbols(v.meta.get("val")) for v in boundary.runtime))
+    state_dict, constants = _own_weights(boundary, ctx, specs_by_name)
     root = torch.fx.GraphModule(holder, graph)
     record.program = ExportedProgram(
         root=root,
@@ -225,9 +169,64 @@ def outline_region(
         example_inputs=(example_inputs, {}),
         constants=constants,
     )
-    record.inputs = runtime
-    record.outputs = outputs
-    record.owned_state = owned_fqns
+    _record_boundary(record, boundary, specs_by_name, example_inputs)
+
+
+def rebind_region(
+    record: RegionRecord,
+    outlined: RegionRecord,
+    boundary: RegionBoundary,
+    ctx: LoweringContext,
+    specs_by_name: dict[str, InputSpec],
+) -> None:
+    """Give `record` the program of `outlined` (same structure) with its own weights."""
+    assert outlined.program is not None
+    state_dict, constants = _own_weights(boundary, ctx, specs_by_name)
+    record.program = rebound_program(outlined.program, state_dict, constants)
+    _record_boundary(record, boundary, specs_by_name, outlined.example_inputs)
+
+
+def rebound_program(
+    program: ExportedProgram, state_dict: dict[str, torch.Tensor], constants: dict[str, object]
+) -> ExportedProgram:
+    """`program` with other weights under the same names; it shares the graph,
+    signature and everything else.
+
+    torch's own unlifting (``torch.export._unlift``) makes variants of a program
+    the same way, by copying the object and replacing fields. The constructor
+    would generate the graph's code twice more and verify again a graph that
+    was verified when `program` was made.
+    """
+    variant = copy.copy(program)
+    variant._state_dict = state_dict
+    variant._constants = constants
+    return variant
+
+
+def _own_weights(
+    boundary: RegionBoundary, ctx: LoweringContext, specs_by_name: dict[str, InputSpec]
+) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """The region's own state under canonical names: (state dict, constants)."""
+    state_dict: dict[str, torch.Tensor] = {}
+    constants: dict[str, object] = {}
+    for i, value in enumerate(boundary.owned):
+        spec = specs_by_name[value.name]
+        if spec.kind == InputKind.PARAMETER or (spec.kind == InputKind.BUFFER and spec.persistent):
+            state_dict[constant_name(i)] = ctx.state_dict[spec.target]  # type: ignore[index]
+        else:
+            constants[constant_name(i)] = ctx.constants[spec.target]  # type: ignore[index]
+    return state_dict, constants
+
+
+def _record_boundary(
+    record: RegionRecord,
+    boundary: RegionBoundary,
+    specs_by_name: dict[str, InputSpec],
+    example_inputs: tuple,
+) -> None:
+    record.inputs = boundary.runtime
+    record.outputs = boundary.outputs
+    record.owned_state = [specs_by_name[v.name].target for v in boundary.owned]  # type: ignore[misc]
     record.example_inputs = example_inputs
 
 
@@ -241,17 +240,3 @@ def _placeholder(graph: torch.fx.Graph, value: torch.fx.Node) -> torch.fx.Node:
     node.meta = copy.copy(value.meta)
     node.meta.pop("fxdelegate_region", None)
     return node
-
-
-def _free_symbols(val: object) -> set[sympy.Symbol]:
-    if isinstance(val, torch.Tensor):
-        out: set[sympy.Symbol] = set()
-        for s in val.shape:
-            if isinstance(s, torch.SymInt):
-                out |= s.node.expr.free_symbols
-        return out
-    if isinstance(val, torch.SymInt):
-        return set(val.node.expr.free_symbols)
-    if isinstance(val, (tuple, list)):
-        return set().union(*(_free_symbols(v) for v in val)) if val else set()
-    return set()

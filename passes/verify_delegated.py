@@ -43,10 +43,11 @@ class VerifyDelegatedGraphPass(PassBase):
             if spec.kind != InputKind.USER_INPUT and spec.target is not None:
                 read_by[spec.target] = "the executor"
         bound = [(r.name, r.owned_state) for r in ctx.regions]
+        lowered_now = {f"{r.name}-{ctx.backend_id}" for r in ctx.regions}
         bound += [
             (m.key, [fqn for _, fqn in m.artifact.constant_bindings])
             for m in existing_delegates(graph_module)
-            if all(m.key != f"{r.name}-{ctx.backend_id}" for r in ctx.regions)
+            if m.key not in lowered_now
         ]
         for owner, fqns in bound:
             for fqn in fqns:

@@ -103,6 +103,17 @@ def _exported_contiguous(val: torch.Tensor) -> bool:
     return True
 
 
+def _call_specs(program: ExportedProgram) -> tuple[pytree.TreeSpec, pytree.TreeSpec]:
+    """``program.call_spec``, read from the root module call entry directly: the
+    property defines a NamedTuple class on every read, which costs more than the
+    rest of setting up a small region's runner."""
+    entries = program.module_call_graph
+    if entries and entries[0].fqn == "" and entries[0].signature is not None:
+        return entries[0].signature.in_spec, entries[0].signature.out_spec
+    spec = program.call_spec
+    return spec.in_spec, spec.out_spec
+
+
 class ProgramExecutor:
     """Callable that runs `program` with the same pytree interface as ``program.module()``."""
 
@@ -114,13 +125,20 @@ class ProgramExecutor:
         check_inputs: bool = True,
         cuda_graphs: CUDAGraphOptions | None = None,
         unrecordable: Mapping[str, str] | None = None,
+        entry: bool = True,
+        plan: GraphPlan | None = None,
     ) -> None:
         """`cuda_graphs` turns on recording (see :mod:`.cuda_graphs`); `unrecordable`
-        maps the regions a CUDA graph cannot record to the reason."""
+        maps the regions a CUDA graph cannot record to the reason.
+
+        A region's runner calls only :meth:`run_flat`: with `entry=False` the
+        generated entry is built only if the executor is called the pytree way.
+        `plan` is the flat plan of `program`'s graph when the caller has one
+        (programs that share a graph share it; `runners` must then be empty).
+        """
         self.program = program
         self.runners = dict(runners or {})
-        self.in_spec: pytree.TreeSpec = program.call_spec.in_spec
-        self.out_spec: pytree.TreeSpec = program.call_spec.out_spec
+        self.in_spec, self.out_spec = _call_specs(program)
         sig = program.graph_signature
         placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != len(sig.input_specs):
@@ -172,7 +190,11 @@ class ProgramExecutor:
                 )
 
         self._contiguous_inputs = _inputs_needing_contiguity(program, self._sources)
-        self.plan: GraphPlan = build_plan(program.graph, self.runners, owner=program.graph_module)
+        if plan is not None and self.runners:
+            raise ValueError("a shared plan cannot call delegate runners")
+        self.plan: GraphPlan = plan or build_plan(
+            program.graph, self.runners, owner=program.graph_module
+        )
         # One call at a time: compiled regions run in single-threaded containers
         # (and recorded graphs own their buffers), which must not be entered twice.
         self.call_lock = threading.Lock()
@@ -191,6 +213,7 @@ class ProgramExecutor:
             )
         self._entries: dict[tuple[bool, bool], Any] = {}
         self._lock = threading.Lock()
+        self._eager_entry = entry
         self.check_inputs = check_inputs
 
     def _state_value(self, spec) -> Any:
@@ -219,7 +242,12 @@ class ProgramExecutor:
     @check_inputs.setter
     def check_inputs(self, value: bool) -> None:
         self._check_inputs = bool(value)
+        self._call = self._entry(self._check_inputs) if self._eager_entry else self._first_call
+
+    def _first_call(self, *args: Any, **kwargs: Any) -> Any:
+        """Generate the entry on the first pytree call (executors built with entry=False)."""
         self._call = self._entry(self._check_inputs)
+        return self._call(*args, **kwargs)
 
     def _entry(self, checked: bool, instrument: bool = False) -> Any:
         """The generated call (cached per checking mode), or the generic one."""

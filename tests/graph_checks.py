@@ -30,6 +30,25 @@ def is_convex(g: nx.DiGraph, members: set) -> bool:
     return not ((below & above) - members)
 
 
+def separated_chain_length(g: nx.DiGraph, candidates: set) -> int:
+    """Longest chain of candidates where each consecutive pair is joined by a path
+    through a non-candidate: a lower bound on the regions of any convex partition."""
+    order = list(nx.topological_sort(g))
+    desc = {v: nx.descendants(g, v) for v in g}
+    longest: dict = {}
+    for v in order:
+        if v not in candidates:
+            continue
+        best = 1
+        for u in candidates:
+            if u in longest and v in desc[u]:
+                between = desc[u] & nx.ancestors(g, v)
+                if any(x not in candidates for x in between):
+                    best = max(best, longest[u] + 1)
+        longest[v] = best
+    return max(longest.values(), default=0)
+
+
 class RejectNames(OperatorSupportBase):
     """Supports every call_function except the named nodes."""
 
@@ -110,6 +129,59 @@ def random_layered_dag(
             node.meta["val"] = VAL
             nxt.append(node)
             made += 1
+        earlier.extend(nxt)
+        layer = nxt
+    sinks = [n for n in earlier if not n.users and n.op != "placeholder"]
+    graph.output(tuple(sinks))
+    return torch.fx.GraphModule(torch.nn.Module(), graph)
+
+
+def random_hub_dag(
+    num_nodes: int,
+    seed: int,
+    *,
+    width: int = 16,
+    hubs: int = 8,
+    hub_reads: float = 0.3,
+    skip: float = 0.1,
+) -> torch.fx.GraphModule:
+    """Layers of `width` aten ops with wide fan-out over long distances: a few
+    *hub* values (weights, a shared mask, a running state) are read by many
+    nodes across the whole graph. Each op reads one value from the layer before
+    and, with probability `hub_reads`, one of the `hubs` current hubs (else, with
+    probability `skip`, any earlier value). Now and then a hub is replaced by a
+    value of the newest layer, so every hub's users span many layers."""
+    rng = random.Random(seed)
+    graph = torch.fx.Graph()
+    layer = []
+    for i in range(width):
+        p = graph.placeholder(f"in{i}")
+        p.meta["val"] = VAL
+        layer.append(p)
+    earlier = list(layer)
+    pool = [rng.choice(layer) for _ in range(hubs)]
+    binary = [torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor, torch.ops.aten.sub.Tensor]
+    made = 0
+    while made < num_nodes:
+        nxt = []
+        for _ in range(min(width, num_nodes - made)):
+            a = rng.choice(layer)
+            roll = rng.random()
+            if roll < hub_reads:
+                b = rng.choice(pool)
+            elif roll < hub_reads + skip:
+                b = rng.choice(earlier)
+            else:
+                b = None
+            if b is None:
+                node = graph.call_function(torch.ops.aten.relu.default, (a,))
+            else:
+                node = graph.call_function(rng.choice(binary), (a, b))
+            node.meta["val"] = VAL
+            nxt.append(node)
+            made += 1
+        if rng.random() < 0.02:
+            pool[rng.randrange(hubs)] = rng.choice(nxt)
         earlier.extend(nxt)
         layer = nxt
     sinks = [n for n in earlier if not n.users and n.op != "placeholder"]

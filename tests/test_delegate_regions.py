@@ -3,6 +3,7 @@ import operator
 import torch
 
 from fxdelegate.passes import DelegateRegionsPass, VerifyDelegatedGraphPass
+from fxdelegate.passes.delegate_regions import delete_unused_submodules
 from fxdelegate.runtime import LoweredBackendModule
 from models import SharedWeight
 from pipeline_helpers import lowering_state
@@ -55,3 +56,26 @@ def test_a_buffer_the_region_writes_in_place_is_no_longer_copied_back():
     assert kinds == ["USER_OUTPUT"]  # the BUFFER_MUTATION is the region's job now
     (call,) = [n for n in gm.graph.nodes if n.target is DELEGATE]
     assert "b_cache" in [a.name for a in call.args[1:]]  # the buffer itself is passed in
+
+
+def test_unused_submodules_go_as_torch_would_drop_them():
+    def build():
+        root = torch.nn.Module()
+        root.a = torch.nn.Module()
+        root.a.b = torch.nn.Linear(2, 2)
+        root.a.unused = torch.nn.Linear(2, 2)
+        root.c = torch.nn.Linear(2, 2)
+        root.d = torch.nn.Sequential(torch.nn.ReLU())
+        graph = torch.fx.Graph()
+        x = graph.placeholder("x")
+        w = graph.get_attr("a.b.weight")
+        y = graph.call_module("d", (graph.call_function(torch.matmul, (x, w)),))
+        graph.output(y)
+        return torch.fx.GraphModule(root, graph)
+
+    ours, theirs = build(), build()
+    delete_unused_submodules(ours)
+    theirs.delete_all_unused_submodules()
+    names = [n for n, _ in ours.named_modules()]
+    assert names == [n for n, _ in theirs.named_modules()]
+    assert "c" not in names and "a.b" in names and "d.0" in names

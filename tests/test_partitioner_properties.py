@@ -19,7 +19,7 @@ from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.utils.fuser_utils import fuse_by_partitions, validate_partition
 
 from fxdelegate.partitioner import RejectReason, partition_graph
-from graph_checks import VAL, RejectNames, is_convex, to_networkx
+from graph_checks import VAL, RejectNames, is_convex, separated_chain_length, to_networkx
 
 BINARY = [torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor, torch.ops.aten.sub.Tensor]
 
@@ -62,25 +62,6 @@ def graphs(draw):
     graph.output(tuple(sinks) or (values[-1],))
     min_size = draw(st.integers(1, 3))
     return torch.fx.GraphModule(torch.nn.Module(), graph), rejected, min_size
-
-
-def separated_chain_length(g: nx.DiGraph, candidates: set) -> int:
-    """Longest chain of candidates where each consecutive pair is joined by a path
-    through a non-candidate: a lower bound on the regions of any convex partition."""
-    order = list(nx.topological_sort(g))
-    desc = {v: nx.descendants(g, v) for v in g}
-    longest: dict = {}
-    for v in order:
-        if v not in candidates:
-            continue
-        best = 1
-        for u in candidates:
-            if u in longest and v in desc[u]:
-                between = desc[u] & nx.ancestors(g, v)
-                if any(x not in candidates for x in between):
-                    best = max(best, longest[u] + 1)
-        longest[v] = best
-    return max(longest.values(), default=0)
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])

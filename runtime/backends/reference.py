@@ -7,12 +7,20 @@ in the archive as ``models/<region>-reference.json``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any
+
+import torch
 
 from fxdelegate.errors import ArchiveError
 
 from ..backend import BackendCompiler, BackendRuntime, RegionArtifact, RegionToCompile, Runner
+from ..plan import GraphPlan
+
+# Regions of one structure share one graph (see passes/region_structure.py), hence
+# one generated plan: it takes the weights as inputs, so each region binds its own.
+_plans: weakref.WeakKeyDictionary[torch.fx.GraphModule, GraphPlan] = weakref.WeakKeyDictionary()
 
 
 class ReferenceRuntime(BackendRuntime):
@@ -31,8 +39,11 @@ class ReferenceRuntime(BackendRuntime):
                 program.state_dict[name] = tensor
             elif name in program.constants:
                 program.constants[name] = tensor
-        # Inputs were checked by the parent executor; regions run unchecked.
-        return ProgramExecutor(program, check_inputs=False).run_flat
+        plan = _plans.get(program.graph_module)
+        # Inputs were checked by the parent executor; regions run unchecked, flat.
+        executor = ProgramExecutor(program, check_inputs=False, entry=False, plan=plan)
+        _plans.setdefault(program.graph_module, executor.plan)
+        return executor.run_flat
 
     def load_recordable(self, artifact: RegionArtifact, constants: Mapping[str, Any]) -> Runner:
         return self.load(artifact, constants)  # plain ATen ops: a graph records them as they run
