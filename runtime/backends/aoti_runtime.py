@@ -57,43 +57,77 @@ def _libraries(path: str, package_key: str) -> Iterator[tuple[str, bytes]]:
                 yield name, archive.read(info)
 
 
-# (archive path, package key, size, mtime) -> the package unpacked in the private folder
-_unpacked: dict[tuple[str, str, int, int], str] = {}
+# (archive path, package key, size, mtime) -> the package's folder, or "" where the
+# loader reads the archive itself; filled once per package and process.
+_packages: dict[tuple[str, str, int, int], str] = {}
+# Whether this torch's loader takes an unpacked package folder (2.13 does, 2.11 does
+# not); None until the first load finds out.
+_loads_folders: bool | None = None
 
 
-def _unpacked_package(path: str, package_key: str) -> str:
-    """One package of a .pt2 archive, unpacked once per process.
+def _package_source(path: str, package_key: str) -> str:
+    """What to hand AOTInductor's loader for one package of a .pt2 archive.
 
-    Regions of one structure share a package. Handing the loader the archive
-    makes it unpack the package and copy its library for every region (about
-    5 ms each, most of a warm lowering of hundreds of regions); from a folder
-    it loads the library in place. Only the package's own members and the
-    archive's top-level records are unpacked, never the program's weights.
-    The libstdc++ check runs here too, once per package.
+    Regions of one structure share a package. Given the archive, the loader
+    unpacks the package and copies its library again for every region (about
+    5 ms each, most of a warm lowering of hundreds of regions); given an
+    unpacked folder, it loads the library in place. So each package is
+    unpacked once per process, where the loader takes folders: only its own
+    members and the archive's top-level records, never the program's weights.
+    The libstdc++ check also runs once per package.
     """
     stat = os.stat(path)
     key = (os.path.realpath(path), package_key, stat.st_size, stat.st_mtime_ns)
     with _tmp_lock:
-        if key in _unpacked:
-            return _unpacked[key]
+        if key in _packages:
+            return _packages[key] or path
     for library, data in _libraries(path, package_key):
         prepare_to_load(data, library)
-    with private_tmpdir() as root:
-        target = tempfile.mkdtemp(prefix="package-", dir=root)
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            top = names[0].split("/", 1)[0] if names else ""
-            wanted = f"{top}/data/aotinductor/{package_key}/"
-            for name in names:
-                inside = name.split("/", 1)[-1]
-                parts = name.split("/")
-                if ".." in parts or name.startswith("/") or parts[0] != top:
-                    raise ArchiveError(f"{path}: member {name!r} lies outside the archive folder")
-                if name.startswith(wanted) or (not inside.startswith(("data/", "models/"))):
-                    archive.extract(name, target)
-    folder = os.path.join(target, top)
+    folder = ""
+    if _loads_folders is not False:
+        with private_tmpdir() as root:
+            target = tempfile.mkdtemp(prefix="package-", dir=root)
+            folder = _unpack(path, package_key, target)
     with _tmp_lock:
-        return _unpacked.setdefault(key, folder)
+        return _packages.setdefault(key, folder) or path
+
+
+def _unpack(path: str, package_key: str, target: str) -> str:
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        top = names[0].split("/", 1)[0] if names else ""
+        wanted = f"{top}/data/aotinductor/{package_key}/"
+        for name in names:
+            parts = name.split("/")
+            if ".." in parts or name.startswith("/") or parts[0] != top:
+                raise ArchiveError(f"{path}: member {name!r} lies outside the archive folder")
+            inside = name.split("/", 1)[-1]
+            if name.startswith(wanted) or not inside.startswith(("data/", "models/")):
+                archive.extract(name, target)
+    return os.path.join(target, top)
+
+
+def _new_loader(path: str, package_key: str) -> torch._C._aoti.AOTIModelPackageLoader:
+    """A single-threaded loader of one package, from its folder where torch can."""
+    global _loads_folders
+    source = _package_source(path, package_key)
+    loader_class = torch._C._aoti.AOTIModelPackageLoader
+    if source != path:
+        try:
+            with private_tmpdir():
+                loader = loader_class(source, package_key, True, 1, -1)
+        except RuntimeError as exc:
+            if _loads_folders is not None or "zip" not in str(exc):
+                raise
+            # This torch reads packages from archives only: from now on, hand it those.
+            _loads_folders = False
+            with _tmp_lock:
+                _packages.clear()
+        else:
+            _loads_folders = True
+            return loader
+    with private_tmpdir():
+        return loader_class(path, package_key, True, 1, -1)
 
 
 class AOTIRuntime(BackendRuntime):
@@ -113,9 +147,7 @@ class AOTIRuntime(BackendRuntime):
             raise ArchiveError(f"region {artifact.key}: compiled package {path!r} does not exist")
         name = artifact.package_key or artifact.key
         try:
-            folder = _unpacked_package(path, name)
-            with private_tmpdir():
-                loader = torch._C._aoti.AOTIModelPackageLoader(folder, name, True, 1, -1)
+            loader = _new_loader(path, name)
             expected = set(loader.get_constant_fqns())
         except ArchiveError:
             raise
