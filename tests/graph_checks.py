@@ -103,37 +103,13 @@ def random_layered_dag(
     before and, with probability `skip`, one from any earlier layer (long skip
     edges: merging naively along them would create cycles)."""
     rng = random.Random(seed)
-    graph = torch.fx.Graph()
-    layer = []
-    for i in range(width):
-        p = graph.placeholder(f"in{i}")
-        p.meta["val"] = VAL
-        layer.append(p)
-    earlier = list(layer)
-    binary = [torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor, torch.ops.aten.sub.Tensor]
-    made = 0
-    while made < num_nodes:
-        nxt = []
-        for _ in range(min(width, num_nodes - made)):
-            a = rng.choice(layer)
-            if rng.random() < skip:
-                b = rng.choice(earlier)
-            elif rng.random() < 0.5:
-                b = rng.choice(layer)
-            else:
-                b = None
-            if b is None:
-                node = graph.call_function(torch.ops.aten.relu.default, (a,))
-            else:
-                node = graph.call_function(rng.choice(binary), (a, b))
-            node.meta["val"] = VAL
-            nxt.append(node)
-            made += 1
-        earlier.extend(nxt)
-        layer = nxt
-    sinks = [n for n in earlier if not n.users and n.op != "placeholder"]
-    graph.output(tuple(sinks))
-    return torch.fx.GraphModule(torch.nn.Module(), graph)
+
+    def second_input(layer, earlier):
+        if rng.random() < skip:
+            return rng.choice(earlier)
+        return rng.choice(layer) if rng.random() < 0.5 else None
+
+    return _layered_dag(num_nodes, rng, width, second_input)
 
 
 def random_hub_dag(
@@ -152,6 +128,27 @@ def random_hub_dag(
     probability `skip`, any earlier value). Now and then a hub is replaced by a
     value of the newest layer, so every hub's users span many layers."""
     rng = random.Random(seed)
+    pool: list[torch.fx.Node] = []
+
+    def second_input(layer, earlier):
+        roll = rng.random()
+        if roll < hub_reads:
+            return rng.choice(pool)
+        return rng.choice(earlier) if roll < hub_reads + skip else None
+
+    def after_layer(layer):
+        if not pool:  # the inputs: the first hubs
+            pool.extend(rng.choice(layer) for _ in range(hubs))
+        elif rng.random() < 0.02:
+            pool[rng.randrange(hubs)] = rng.choice(layer)
+
+    return _layered_dag(num_nodes, rng, width, second_input, after_layer)
+
+
+def _layered_dag(num_nodes, rng, width, second_input, after_layer=None) -> torch.fx.GraphModule:
+    """`num_nodes` relu/add/mul/sub nodes in layers of `width`: each reads a value
+    of the layer before and `second_input(layer, earlier)` (None: relu);
+    `after_layer` sees the inputs, then each new layer."""
     graph = torch.fx.Graph()
     layer = []
     for i in range(width):
@@ -159,20 +156,15 @@ def random_hub_dag(
         p.meta["val"] = VAL
         layer.append(p)
     earlier = list(layer)
-    pool = [rng.choice(layer) for _ in range(hubs)]
+    if after_layer is not None:
+        after_layer(layer)
     binary = [torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor, torch.ops.aten.sub.Tensor]
     made = 0
     while made < num_nodes:
         nxt = []
         for _ in range(min(width, num_nodes - made)):
             a = rng.choice(layer)
-            roll = rng.random()
-            if roll < hub_reads:
-                b = rng.choice(pool)
-            elif roll < hub_reads + skip:
-                b = rng.choice(earlier)
-            else:
-                b = None
+            b = second_input(layer, earlier)
             if b is None:
                 node = graph.call_function(torch.ops.aten.relu.default, (a,))
             else:
@@ -180,8 +172,8 @@ def random_hub_dag(
             node.meta["val"] = VAL
             nxt.append(node)
             made += 1
-        if rng.random() < 0.02:
-            pool[rng.randrange(hubs)] = rng.choice(nxt)
+        if after_layer is not None:
+            after_layer(nxt)
         earlier.extend(nxt)
         layer = nxt
     sinks = [n for n in earlier if not n.users and n.op != "placeholder"]

@@ -136,3 +136,15 @@ def test_a_region_its_runtime_cannot_load_stays_in_the_executor():
     torch.testing.assert_close(prog(x), model(x))
     with pytest.raises(BackendError, match="constant4"):
         fxdelegate.lower(ep, backend="refusing", exclude_ops=["aten.gelu"], strict=True)
+
+
+def test_an_unexpected_fallback_fails_our_tests():
+    """pyproject.toml turns fallback warnings into errors in this suite (by message):
+    both forms of the warning must match that filter."""
+    from fxdelegate.errors import RegionFallbackWarning
+
+    one = "aoti failed to compile region_3; its 2 node(s) stay in the executor: X"
+    many = "aoti failed to compile 2 regions (region_0, region_1) for one cause; their 4 node(s) stay in the executor: Y"
+    for message in (one, many):
+        with pytest.raises(RegionFallbackWarning):
+            warnings.warn(message, RegionFallbackWarning, stacklevel=1)

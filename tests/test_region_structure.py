@@ -11,21 +11,8 @@ from fxdelegate.passes import LowerRegionsPass, OutlineRegionsPass
 from fxdelegate.passes.region_key import region_key
 from fxdelegate.passes.region_structure import describe_value, region_structure
 from fxdelegate.runtime import ProgramExecutor
+from models import GeluBlocks
 from pipeline_helpers import lowering_state
-
-
-class Blocks(torch.nn.Module):
-    """Residual Linear -> LayerNorm -> GELU blocks (GELU pinned: one region per block)."""
-
-    def __init__(self, blocks=4, width=8):
-        super().__init__()
-        self.linears = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(blocks))
-        self.norms = torch.nn.ModuleList(torch.nn.LayerNorm(width) for _ in range(blocks))
-
-    def forward(self, x):
-        for lin, norm in zip(self.linears, self.norms):
-            x = x + torch.nn.functional.gelu(norm(lin(x)))
-        return x
 
 
 class TwoWidths(torch.nn.Module):
@@ -44,7 +31,7 @@ class TwoWidths(torch.nn.Module):
 
 
 def test_identical_blocks_share_one_program_with_their_own_weights():
-    model = Blocks(4)
+    model = GeluBlocks(4, 8)
     _, _, ctx = lowering_state(
         model, (torch.randn(3, 8),), exclude=("aten.gelu",), upto=OutlineRegionsPass
     )
@@ -64,7 +51,7 @@ def test_identical_blocks_share_one_program_with_their_own_weights():
 
 
 def test_a_shared_program_computes_each_block_with_its_weights():
-    model = Blocks(4).eval()
+    model = GeluBlocks(4, 8).eval()
     _, _, ctx = lowering_state(
         model, (torch.randn(3, 8),), exclude=("aten.gelu",), upto=OutlineRegionsPass
     )
@@ -86,7 +73,7 @@ def test_equal_structures_have_equal_content_keys_and_hash_once(monkeypatch):
 
     monkeypatch.setattr(lower_regions, "region_key", counting_key)
     _, _, ctx = lowering_state(
-        Blocks(6), (torch.randn(3, 8),), exclude=("aten.gelu",), upto=LowerRegionsPass
+        GeluBlocks(6, 8), (torch.randn(3, 8),), exclude=("aten.gelu",), upto=LowerRegionsPass
     )
     assert len(calls) == len({r.structure for r in ctx.regions}) == 3
     keys = {}
@@ -104,7 +91,7 @@ def test_shapes_and_symbols_separate_structures():
 
     # A dynamic batch is one symbol in every block: the blocks still share.
     _, _, ctx = lowering_state(
-        Blocks(4),
+        GeluBlocks(4, 8),
         (torch.randn(3, 8),),
         dynamic_shapes={"x": {0: Dim("batch", max=64)}},
         exclude=("aten.gelu",),
@@ -129,7 +116,7 @@ def test_literals_are_described_with_their_type():
 
 
 def test_lowered_blocks_match_eager_after_save_load_and_weight_updates(tmp_path):
-    model = Blocks(5).eval()
+    model = GeluBlocks(5, 8).eval()
     x = torch.randn(3, 8)
     ep = torch.export.export(model, (x,))
     prog = fxdelegate.lower(ep, backend="reference", exclude_ops=["aten.gelu"])
