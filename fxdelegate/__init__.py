@@ -30,6 +30,7 @@ from .errors import (
     InputMismatchError,
     InvalidArgumentError,
     RegionFallbackWarning,
+    RegionProgramMissingError,
     UnsupportedProgramError,
 )
 from .program import DelegatedProgram
@@ -46,6 +47,7 @@ __all__ = [
     "InputMismatchError",
     "InvalidArgumentError",
     "RegionFallbackWarning",
+    "RegionProgramMissingError",
     "UnsupportedProgramError",
     "__version__",
     "load",

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import operator
 import os
 import shutil
 import time
 import warnings
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,16 +18,17 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 from fxdelegate.errors import ArchiveError, InvalidArgumentError
 from fxdelegate.partitioner import OpSet
 from fxdelegate.partitioner.gc_pause import gc_paused
-from fxdelegate.partitioner.op_support import OpSelector, describe_target
+from fxdelegate.partitioner.op_support import OpSelector
 from fxdelegate.partitioner.partition import check_partition_arguments
-from fxdelegate.partitioner.report import LoweringSummary, RegionSummary, executor_ops_of
-from fxdelegate.passes import LoweringResult, default_cache_dir, lower_program
+from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
+from fxdelegate.passes import default_cache_dir, lower_program
+from fxdelegate.passes.backend_choice import resolve_backends
+from fxdelegate.passes.lowering_summary import summarize
 from fxdelegate.runtime.archive import read_archive
 from fxdelegate.runtime.backend import (
     BackendRuntime,
     RegionArtifact,
     Runner,
-    get_compiler,
     get_runtime,
 )
 from fxdelegate.runtime.cuda_graph_options import (
@@ -38,6 +37,7 @@ from fxdelegate.runtime.cuda_graph_options import (
     resolve_cuda_graphs,
 )
 from fxdelegate.runtime.lowered_module import delegate_key
+from fxdelegate.runtime.weight_update import bound_constants
 
 from .program import DelegatedProgram
 
@@ -46,8 +46,8 @@ log = logging.getLogger("fxdelegate")
 
 def lower(
     exported_program: ExportedProgram,
-    backend: str = "aoti",
-    support: OperatorSupportBase | None = None,
+    backend: str | Sequence[str] = "aoti",
+    support: OperatorSupportBase | Mapping[str, OperatorSupportBase] | None = None,
     exclude_ops: Iterable[OpSelector] = (),
     min_partition_size: int = 1,
     *,
@@ -63,12 +63,16 @@ def lower(
 
     Args:
         exported_program: from ``torch.export.export``; it is not modified.
-        backend: a registered backend id (``"aoti"``, ``"reference"``, or your own).
+        backend: a registered backend id (``"aoti"``, ``"reference"``, or your own), or
+            a list of them in priority order: each node goes to the first backend that
+            supports it (and can take it into a convex region); regions never mix backends.
         support: which nodes the backend may take; None means the backend's default.
+            With several backends, a dict keyed by backend id (missing ones: default).
         exclude_ops: ops that must stay in the executor: ``"aten.gelu"`` (every
             overload), ``"aten.gelu.default"``, OpOverload or OpOverloadPacket objects.
         min_partition_size: regions with fewer compute nodes stay in the executor.
-        compile_options: passed to the backend compiler (for ``aoti``: inductor configs).
+        compile_options: passed to the backend compiler (for ``aoti``: inductor configs);
+            with several backends, a dict keyed by backend id.
         check_inputs: check every call's inputs against the exported specs.
         cache_dir: where compiled regions are cached; None means ``$FXDELEGATE_CACHE_DIR``
             or ``~/.cache/fxdelegate``; False disables the cache.
@@ -81,11 +85,8 @@ def lower(
     if isinstance(exported_program, DelegatedProgram):
         known = {r.name: r for r in exported_program.summary.regions}
         exported_program = exported_program.exported_program  # lower it further
-    compiler = get_compiler(backend)
-    get_runtime(backend)
-    if support is None:
-        support = compiler.default_support()
-    check_partition_arguments(support, min_partition_size)
+    backends = resolve_backends(backend, support, compile_options)
+    check_partition_arguments(backends[0].support, min_partition_size)
     excluded = OpSet(exclude_ops)
     if cache_dir is True or cache_dir is None:
         cache_dir = default_cache_dir()
@@ -93,10 +94,6 @@ def lower(
         not isinstance(compile_workers, int) or compile_workers < 1
     ):
         raise InvalidArgumentError(f"compile_workers must be an int >= 1, got {compile_workers!r}")
-    if compile_options is not None and not isinstance(compile_options, dict):
-        raise InvalidArgumentError(
-            f"compile_options must be a dict, got {type(compile_options).__name__}"
-        )
     graphs = _check_cuda_graphs(cuda_graphs, exported_program)
 
     start = time.perf_counter()
@@ -104,11 +101,9 @@ def lower(
         with _quiet_torch_internals():
             result = lower_program(
                 exported_program,
-                backend_id=backend,
-                support=support,
+                backends=backends,
                 exclude_ops=excluded,
                 min_partition_size=min_partition_size,
-                compile_options=dict(compile_options or {}),
                 cache_dir=os.fspath(cache_dir) if cache_dir else None,
                 strict=strict,
                 compile_workers=compile_workers,
@@ -118,7 +113,7 @@ def lower(
             log.info(
                 "lowered to %d region(s) on %s in %.1f s",
                 len(result.regions),
-                backend,
+                result.backend_id,
                 time.perf_counter() - start,
             )
             program = result.program
@@ -128,7 +123,7 @@ def lower(
             # Regions delegated by an earlier lowering are left alone, and loaded again here.
             for module in result.earlier_regions:
                 artifacts[module.key] = module.artifact
-                constants = _bound_constants(program, module.artifact, "the program")
+                constants = bound_constants(program, module.artifact, "the program")
                 runners[module.key], ok = load_runner(
                     get_runtime(module.backend_id), module.artifact, constants, graphs is not None
                 )
@@ -138,7 +133,7 @@ def lower(
                 program,
                 artifacts,
                 runners,  # type: ignore[arg-type]
-                _summarize(result, known),
+                summarize(result, known),
                 check_inputs=check_inputs,
                 workdir=result.workdir,
                 cuda_graphs=graphs,
@@ -188,97 +183,6 @@ def _quiet_torch_internals() -> Iterator[None]:
         yield
 
 
-def _summarize(result: LoweringResult, known: dict[str, RegionSummary]) -> LoweringSummary:
-    program = result.program
-    # Regions of one structure share one program graph (and its node names), so an
-    # earlier region is described by its own report when there is one.
-    earlier = [
-        known.get(m.module_name) or _summary_of_existing(m, program) for m in result.earlier_regions
-    ]
-    regions = earlier + [
-        RegionSummary(
-            name=r.name,
-            backend_id=result.backend_id,
-            nodes=[n.name for n in r.partition.compute_nodes],
-            ops=r.partition.op_histogram(),
-            num_inputs=len(r.inputs),
-            num_outputs=len(r.outputs),
-            owned_state=list(r.owned_state),
-            owned_bytes=r.owned_bytes,
-        )
-        for r in result.regions
-    ]
-    partitions = result.partition_result
-    reasons = {r.node.name: r.explain() for r in partitions.rejected} if partitions else {}
-    snapshot = result.graph_snapshot
-    by_name = {p.name: p for p in partitions.partitions} if partitions else {}
-    failed_nodes: dict[str, str] = {}  # region name -> why it stayed in the executor
-    for name, error in result.failed_regions.items():
-        why = f"{name} failed to compile ({error})"
-        reasons.update({n.name: why for n in by_name[name].nodes})
-        failed_nodes[name] = why
-    if failed_nodes and snapshot:
-        for entry in snapshot["nodes"]:
-            if entry[3] in failed_nodes:
-                entry[3], entry[4] = None, failed_nodes[entry[3]]
-    return LoweringSummary(
-        result.backend_id,
-        regions,
-        executor_ops_of(program.graph, reasons),
-        snapshot,
-        result.compile_stats or None,
-    )
-
-
-def _summary_of_existing(module: Any, program: ExportedProgram) -> RegionSummary:
-    region = module.original_module
-    compute = [
-        n
-        for n in region.graph.nodes
-        if n.op == "call_function" and n.target is not operator.getitem
-    ]
-    return RegionSummary(
-        name=module.module_name,
-        backend_id=module.backend_id,
-        nodes=[n.name for n in compute],
-        ops=dict(Counter(describe_target(n.target) for n in compute).most_common()),
-        num_inputs=len(region.graph_signature.user_inputs),
-        num_outputs=len(region.graph_signature.user_outputs),
-        owned_state=[fqn for _, fqn in module.artifact.constant_bindings],
-        owned_bytes=sum(
-            t.numel() * t.element_size()
-            for _, fqn in module.artifact.constant_bindings
-            if isinstance(
-                t := program.state_dict.get(fqn, program.constants.get(fqn)), torch.Tensor
-            )
-        ),
-    )
-
-
-def _bound_constants(program: ExportedProgram, artifact: Any, path: str) -> dict[str, torch.Tensor]:
-    """The program's tensors a region binds, checked against what it was compiled for."""
-    constants = {}
-    for entry in artifact.meta.get("constants", []):
-        try:
-            name, fqn, shape, dtype = entry
-        except (TypeError, ValueError):
-            raise ArchiveError(
-                f"{path}: region {artifact.key} lists a malformed weight entry {entry!r}"
-            ) from None
-        tensor = program.state_dict.get(fqn, program.constants.get(fqn))
-        if not isinstance(tensor, torch.Tensor):
-            raise ArchiveError(
-                f"{path}: region {artifact.key} needs weight {fqn!r}, which the archive lacks"
-            )
-        if list(tensor.shape) != list(shape) or str(tensor.dtype).removeprefix("torch.") != dtype:
-            raise ArchiveError(
-                f"{path}: weight {fqn!r} is {tuple(tensor.shape)} {tensor.dtype} in the archive, but region "
-                f"{artifact.key} was compiled for {tuple(shape)} {dtype}"
-            )
-        constants[name] = tensor
-    return constants
-
-
 def load(
     path: str | os.PathLike[str],
     *,
@@ -295,7 +199,7 @@ def load(
     runners = {}
     recordable = set()
     for key, artifact in contents.artifacts.items():
-        constants = _bound_constants(contents.program, artifact, contents.path)
+        constants = bound_constants(contents.program, artifact, contents.path)
         runners[key], ok = load_runner(
             get_runtime(artifact.backend_id), artifact, constants, graphs is not None
         )

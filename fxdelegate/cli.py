@@ -1,4 +1,4 @@
-"""Command line: `fxdelegate demo`, `fxdelegate inspect model.pt2`."""
+"""Command line: `fxdelegate demo`, `fxdelegate inspect model.pt2`, `fxdelegate compare model.pt2 inputs.pt`."""
 
 from __future__ import annotations
 
@@ -67,6 +67,32 @@ def _run_saved(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    """Compare each region of a saved program with its own graph on saved inputs."""
+    import torch
+
+    import fxdelegate
+
+    prog = fxdelegate.load(args.path)
+    try:
+        saved = torch.load(args.inputs, weights_only=True)
+    except Exception as exc:
+        raise FxDelegateError(f"cannot read inputs from {args.inputs}: {exc}") from exc
+    if isinstance(saved, dict) and set(saved) <= {"args", "kwargs"}:
+        call_args, call_kwargs = tuple(saved.get("args", ())), dict(saved.get("kwargs", {}))
+    elif isinstance(saved, (tuple, list)):
+        call_args, call_kwargs = tuple(saved), {}
+    else:
+        raise FxDelegateError(
+            f"{args.inputs} holds a {type(saved).__name__}; expected a tuple of positional "
+            "inputs or {'args': (...), 'kwargs': {...}} saved with torch.save"
+        )
+    with torch.no_grad():
+        report = prog.compare(*call_args, rtol=args.rtol, atol=args.atol, **call_kwargs)
+    print(report)
+    return 0 if report.first_divergence() is None and report.outputs_match() else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fxdelegate", description=__doc__)
     parser.add_argument(
@@ -102,6 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     run_saved.add_argument("inputs", help="torch.save'd {label: (args, kwargs)}")
     run_saved.add_argument("outputs", help="where to torch.save {label: outputs}")
 
+    compare = sub.add_parser(
+        "compare",
+        help="run a saved program once and compare every region with its own graph "
+        "(exit 1 when one diverges)",
+    )
+    compare.add_argument("path", help="an archive saved with keep_region_programs=True")
+    compare.add_argument(
+        "inputs", help="torch.save'd tuple of positional inputs, or {'args': ..., 'kwargs': ...}"
+    )
+    compare.add_argument("--rtol", type=float, default=1e-3)
+    compare.add_argument("--atol", type=float, default=1e-5)
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -115,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             status = run_demo(args.out, runs=args.runs, backend=args.backend)
         elif args.command == "inspect":
             status = _inspect(args)
+        elif args.command == "compare":
+            status = _compare(args)
         else:
             status = _run_saved(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit

@@ -36,6 +36,12 @@ class ArchiveError(FxDelegateError, ValueError):
     """A .pt2 archive is missing, damaged, or was not written by fxdelegate."""
 
 
+class RegionProgramMissingError(FxDelegateError, ValueError):
+    """A region's own graph is needed (to compare it with its compiled code), but the
+    program does not carry it: an archive keeps compiled code only, unless it was
+    saved with ``keep_region_programs=True``."""
+
+
 class RegionFallbackWarning(UserWarning):
     """A region failed to compile or load, and its nodes run in the executor instead.
 

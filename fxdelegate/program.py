@@ -11,16 +11,17 @@ from typing import Any
 import torch
 from torch.export import ExportedProgram
 
-from fxdelegate.errors import FxDelegateError
+from fxdelegate.errors import FxDelegateError, RegionProgramMissingError
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
 from fxdelegate.runtime.archive import write_archive
 from fxdelegate.runtime.backend import RegionArtifact, Runner, get_runtime
+from fxdelegate.runtime.compare import ComparisonReport, compare_program
 from fxdelegate.runtime.cuda_graph_options import CUDAGraphOptions, unrecordable_regions
 from fxdelegate.runtime.cuda_graph_report import describe_off
 from fxdelegate.runtime.cuda_graphs import CUDAGraphRunner
 from fxdelegate.runtime.executor import ProgramExecutor
 from fxdelegate.runtime.profile import ProfileReport
-from fxdelegate.runtime.weight_update import current_weight, plan_weight_update
+from fxdelegate.runtime.weight_update import bound_constants, current_weight, plan_weight_update
 
 
 class DelegatedProgram:
@@ -131,6 +132,44 @@ class DelegatedProgram:
         """
         return self._executor.profile(args, kwargs, runs=runs, trace=trace)
 
+    def compare(
+        self, *args: Any, rtol: float = 1e-3, atol: float = 1e-5, **kwargs: Any
+    ) -> ComparisonReport:
+        """Run one call and say which region is wrong, if any.
+
+        At each delegate node the compiled region and the region's own graph
+        (run eagerly) get the same inputs, so each region's error is its own;
+        every region and executor op is also compared with the original program
+        run eagerly, and so are the final outputs. The program's buffers are not
+        changed. A loaded program needs its regions' graphs: save it with
+        ``keep_region_programs=True``. `rtol`/`atol` are the report's default
+        tolerance (:meth:`ComparisonReport.first_divergence` takes others).
+        """
+        inputs = self._executor.graph_inputs(args, kwargs)
+        with self._executor.call_lock:  # compiled regions must not be entered twice
+            return compare_program(
+                self.exported_program,
+                self._runners,
+                inputs,
+                self._region_program,
+                lambda artifact: bound_constants(self.exported_program, artifact, "the program"),
+                rtol=rtol,
+                atol=atol,
+            )
+
+    def _region_program(self, key: str) -> tuple[ExportedProgram, RegionArtifact]:
+        artifact = self.artifacts.get(key)
+        if artifact is None:
+            raise RegionProgramMissingError(f"the program has no region {key!r}")
+        if artifact.program is None:
+            raise RegionProgramMissingError(
+                f"region {key}: its own graph is not in this program (an archive keeps a "
+                f"'{artifact.backend_id}' region's compiled code only). Compare the program "
+                "fxdelegate.lower returns, or save it with "
+                "prog.save(path, keep_region_programs=True) and load that archive"
+            )
+        return artifact.program, artifact
+
     def report(self) -> str:
         """A readable table: regions, every op left in the executor with the reason,
         and whether CUDA graphs are on (their segments, and why any node is not recorded)."""
@@ -138,13 +177,18 @@ class DelegatedProgram:
         section = graphs.report() if graphs is not None else describe_off(self.exported_program)
         return self.summary.format() + "\n\n" + section
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write a self-contained .pt2 that `fxdelegate.load` runs without compiling."""
+    def save(self, path: str | os.PathLike[str], *, keep_region_programs: bool = False) -> None:
+        """Write a self-contained .pt2 that `fxdelegate.load` runs without compiling.
+
+        `keep_region_programs` also stores each region's own graph (and a copy of
+        its weights), so that the loaded program can :meth:`compare` its regions.
+        """
         write_archive(
             path,
             self.exported_program,
             list(self.artifacts.values()),
             {"summary": self.summary.to_dict()},
+            keep_region_programs=keep_region_programs,
         )
 
     def draw(self, path: str | os.PathLike[str], *, collapse: bool | None = None) -> str:

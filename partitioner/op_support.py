@@ -183,6 +183,23 @@ class CompilableAtenSupport(OperatorSupportBase):
         return True
 
 
+class SupportedOps(OperatorSupportBase):
+    """Support for exactly the given ops (``"aten.gelu"``, an overload, or their
+    objects): for a backend that takes a small op set, such as one tried before
+    AOTInductor in ``lower(ep, backend=[...])``."""
+
+    def __init__(self, ops: Iterable[OpSelector]) -> None:
+        self.ops = ops if isinstance(ops, OpSet) else OpSet(ops)
+        if not self.ops:
+            raise InvalidArgumentError("SupportedOps needs at least one op")
+
+    def is_node_supported(self, submodules, node: torch.fx.Node) -> bool:  # type: ignore[override]
+        return node.target in self.ops
+
+    def __repr__(self) -> str:
+        return f"SupportedOps({self.ops.names()})"
+
+
 def describe_target(target: object) -> str:
     """Short printable name of a node target: 'aten.gelu.default', 'getitem'..."""
     if isinstance(target, OpOverload):

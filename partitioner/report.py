@@ -75,8 +75,14 @@ class LoweringSummary:
 
     def headline(self) -> str:
         total = self.delegated_nodes + self.executor_compute_nodes
+        backends = Counter(r.backend_id for r in self.regions)
+        where = (
+            "backends " + ", ".join(f"'{b}' ({n})" for b, n in backends.items())
+            if len(backends) > 1
+            else f"backend '{self.backend_id}'"
+        )
         return (
-            f"fxdelegate: {len(self.regions)} region(s) on backend '{self.backend_id}'; "
+            f"fxdelegate: {len(self.regions)} region(s) on {where}; "
             f"{self.delegated_nodes} of {total} compute nodes delegated ({self.delegated_share:.1f}%)"
         )
 

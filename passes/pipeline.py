@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from typing import Any
 
 import torch
 from torch.export import ExportedProgram
@@ -17,10 +16,11 @@ from fxdelegate.partitioner.gc_pause import gc_paused
 
 from .anchor_symbolic_sizes import AnchorSymbolicSizesPass
 from .assign_constant_owners import AssignConstantOwnersPass
-from .context import CONTEXT_KEY, LoweringContext, attach_context
+from .backend_choice import BackendChoice
+from .context import CONTEXT_KEY, LoweringContext, RegionRecord, attach_context
 from .delegate_regions import DelegateRegionsPass
 from .lower_regions import LowerRegionsPass
-from .lowering_result import LoweringResult
+from .lowering_result import BackendRun, LoweringResult
 from .outline_regions import OutlineRegionsPass
 from .prepare_program import prepare
 from .tag_regions import TagRegionsPass, existing_delegates
@@ -42,45 +42,72 @@ def lowering_passes() -> list[PassBase]:
 def lower_program(
     exported_program: ExportedProgram,
     *,
-    backend_id: str,
-    support: Any,
+    backends: list[BackendChoice],
     exclude_ops: OpSet,
     min_partition_size: int,
-    compile_options: dict[str, Any],
     cache_dir: str | None,
     strict: bool,
     compile_workers: int | None,
     recordable_runners: bool,
 ) -> LoweringResult:
-    """Prepare `exported_program` (left untouched), run every pass, and return the
-    delegated program with its regions. Arguments are checked by the caller."""
+    """Prepare `exported_program` (left untouched), run every pass once per backend
+    in priority order, and return the delegated program with its regions.
+
+    Each backend partitions what the backends before it left: their regions are
+    single delegate nodes by then, so every backend's regions are convex in the
+    final graph and no region mixes backends. Arguments are checked by the caller.
+    """
     workdir = tempfile.mkdtemp(prefix="fxdelegate-")
     try:
         with gc_paused():
             prepared = prepare(exported_program)
-            context = LoweringContext(
-                backend_id=backend_id,
-                support=support,
-                exclude_ops=exclude_ops,
-                min_partition_size=min_partition_size,
-                compile_options=dict(compile_options),
-                workdir=workdir,
-                signature=prepared.graph_signature,
-                state_dict=dict(prepared.state_dict),
-                constants=dict(prepared.constants),
-                range_constraints=dict(prepared.range_constraints),
-                cache_dir=cache_dir,
-                strict=strict,
-                compile_workers=compile_workers,
-                recordable_runners=recordable_runners,
-            )
-            graph_module = run_lowering_passes(prepared.graph_module, context)
-            graph_module.meta.pop(CONTEXT_KEY, None)
-            prepared.graph_signature = context.signature
-            prepared.state_dict = context.state_dict
-            prepared.constants = context.constants
+            graph_module = prepared.graph_module
+            signature = prepared.graph_signature
+            state_dict = dict(prepared.state_dict)
+            constants = dict(prepared.constants)
+            runs: list[BackendRun] = []
+            regions: list[RegionRecord] = []
+            snapshot = None
+            for choice in backends:
+                context = LoweringContext(
+                    backend_id=choice.backend_id,
+                    support=choice.support,
+                    exclude_ops=exclude_ops,
+                    min_partition_size=min_partition_size,
+                    compile_options=dict(choice.compile_options),
+                    workdir=workdir,
+                    signature=signature,
+                    state_dict=state_dict,
+                    constants=constants,
+                    range_constraints=dict(prepared.range_constraints),
+                    cache_dir=cache_dir,
+                    strict=strict,
+                    compile_workers=compile_workers,
+                    recordable_runners=recordable_runners,
+                )
+                graph_module = run_lowering_passes(graph_module, context)
+                graph_module.meta.pop(CONTEXT_KEY, None)
+                signature, state_dict, constants = (
+                    context.signature,
+                    context.state_dict,
+                    context.constants,
+                )
+                runs.append(
+                    BackendRun(
+                        choice.backend_id,
+                        context.partition_result,
+                        context.failed_regions,
+                        context.compile_stats,
+                    )
+                )
+                regions += context.regions
+                # The first backend sees the whole graph: its picture is the one to keep.
+                snapshot = snapshot or context.graph_snapshot
+            prepared.graph_signature = signature
+            prepared.state_dict = state_dict
+            prepared.constants = constants
             program = prepared.to_exported_program()
-            lowered_now = {r.name for r in context.regions}
+            lowered_now = {r.name for r in regions}
             earlier = [
                 m
                 for m in existing_delegates(program.graph_module)
@@ -91,13 +118,10 @@ def lower_program(
         raise
     return LoweringResult(
         program=program,
-        regions=context.regions,
+        regions=regions,
         earlier_regions=earlier,
-        backend_id=backend_id,
-        partition_result=context.partition_result,
-        graph_snapshot=context.graph_snapshot,
-        failed_regions=context.failed_regions,
-        compile_stats=context.compile_stats,
+        runs=runs,
+        graph_snapshot=snapshot,
         workdir=workdir,
     )
 

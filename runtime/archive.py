@@ -3,7 +3,8 @@
 Layout (the NativeRT AOTI-delegate layout, plus one metadata file)::
 
     models/model.json                 parent program; delegate nodes name "<region>-<backend>"
-    models/<region>-reference.json    region programs of backends that run a graph
+    models/<region>-<backend>.json    region programs of backends that run a graph
+                                      (of every region with keep_region_programs)
     data/weights/..., data/constants/...   state the executor owns
     data/aotinductor/<region>-aoti/   each AOTInductor region's compiled files
     extra/fxdelegate.json             format version, regions, report
@@ -61,8 +62,14 @@ def write_archive(
     program: ExportedProgram,
     artifacts: list[RegionArtifact],
     metadata: dict[str, Any],
+    *,
+    keep_region_programs: bool = False,
 ) -> None:
-    """Write `program` and its regions' artifacts to `path` (written whole, then renamed)."""
+    """Write `program` and its regions' artifacts to `path` (written whole, then renamed).
+
+    `keep_region_programs`: store every region's own program, not only those of
+    backends that run a graph (for comparing a loaded program's regions).
+    """
     path = os.fspath(path)
     if not path.endswith(".pt2"):
         raise ArchiveError(f"archive path must end in .pt2, got {path!r}")
@@ -73,9 +80,12 @@ def write_archive(
     package_keys: dict[str, str] = {}
     for artifact in artifacts:
         runtime = get_runtime(artifact.backend_id)
-        if runtime.stores_program:
+        if runtime.stores_program or keep_region_programs:
             if artifact.program is None:
-                raise ArchiveError(f"region {artifact.key} has no program to store")
+                raise ArchiveError(
+                    f"region {artifact.key} has no program to store"
+                    + ("" if runtime.stores_program else " (it was loaded without one)")
+                )
             programs[artifact.key] = artifact.program
         if runtime.archive_dir:
             source = (artifact.package_path, artifact.package_key)
@@ -94,6 +104,7 @@ def write_archive(
                 "key": a.key,
                 "backend_id": a.backend_id,
                 "package_key": package_keys.get(a.key),
+                "program": a.key in programs,
                 "meta": a.meta,
             }
             for a in artifacts
@@ -175,7 +186,9 @@ def read_archive(path: str | os.PathLike[str]) -> ArchiveContents:
     metadata = _metadata(path, names)
     model = metadata["model"]
     stored = [
-        r["key"] for r in metadata["regions"] if _runtime(r["backend_id"], path).stores_program
+        r["key"]
+        for r in metadata["regions"]
+        if r.get("program") is True or _runtime(r["backend_id"], path).stores_program
     ]
     mapped = MappedArchive(path)
     programs = {}

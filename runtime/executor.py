@@ -319,6 +319,21 @@ class ProgramExecutor:
             )
         return flat
 
+    def graph_inputs(self, args: tuple, kwargs: dict) -> list[Any]:
+        """A value for every placeholder of the graph, from a pytree call's inputs
+        (checked when the executor checks inputs)."""
+        flat = self.flatten_inputs(args, kwargs)
+        if self._check_inputs:
+            self.checker.check(flat)
+        return [
+            source
+            if kind == "state"
+            else flat[source].contiguous()
+            if source in self._contiguous_inputs
+            else flat[source]
+            for kind, source in self._sources
+        ]
+
     def run_flat(self, flat: list[Any]) -> list[Any]:
         """Run on flat user inputs; returns flat user outputs after applying write-backs."""
         if self._check_inputs:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch.export import ExportedProgram
 
-from fxdelegate.errors import InvalidArgumentError
+from fxdelegate.errors import ArchiveError, InvalidArgumentError
 
 
 def current_weight(program: ExportedProgram, fqn: str) -> torch.Tensor | None:
@@ -76,3 +77,27 @@ def plan_weight_update(
             "weight update refused, nothing was changed:\n  " + "\n  ".join(problems)
         )
     return updates
+
+
+def bound_constants(program: ExportedProgram, artifact: Any, path: str) -> dict[str, torch.Tensor]:
+    """The program's tensors a region binds, checked against what it was compiled for."""
+    constants = {}
+    for entry in artifact.meta.get("constants", []):
+        try:
+            name, fqn, shape, dtype = entry
+        except (TypeError, ValueError):
+            raise ArchiveError(
+                f"{path}: region {artifact.key} lists a malformed weight entry {entry!r}"
+            ) from None
+        tensor = program.state_dict.get(fqn, program.constants.get(fqn))
+        if not isinstance(tensor, torch.Tensor):
+            raise ArchiveError(
+                f"{path}: region {artifact.key} needs weight {fqn!r}, which the archive lacks"
+            )
+        if list(tensor.shape) != list(shape) or str(tensor.dtype).removeprefix("torch.") != dtype:
+            raise ArchiveError(
+                f"{path}: weight {fqn!r} is {tuple(tensor.shape)} {tensor.dtype} in the archive, but region "
+                f"{artifact.key} was compiled for {tuple(shape)} {dtype}"
+            )
+        constants[name] = tensor
+    return constants

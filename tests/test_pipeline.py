@@ -10,6 +10,7 @@ from fxdelegate.errors import BackendCompileError
 from fxdelegate.partitioner import CompilableAtenSupport, OpSet
 from fxdelegate.partitioner.gc_pause import gc_paused
 from fxdelegate.passes import LoweringResult, lower_program
+from fxdelegate.passes.backend_choice import BackendChoice
 from fxdelegate.passes.context import CONTEXT_KEY
 from fxdelegate.runtime import BackendCompiler, register_backend
 from fxdelegate.runtime.backends.reference import ReferenceRuntime
@@ -19,11 +20,9 @@ from models import SkipEdges
 def _lower(ep, backend="reference", strict=False):
     return lower_program(
         ep,
-        backend_id=backend,
-        support=CompilableAtenSupport(),
+        backends=[BackendChoice(backend, CompilableAtenSupport())],
         exclude_ops=OpSet(["aten.gelu"]),
         min_partition_size=1,
-        compile_options={},
         cache_dir=None,
         strict=strict,
         compile_workers=None,

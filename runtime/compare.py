@@ -1,0 +1,371 @@
+"""Which region is wrong: a per-region numerics bisect of one call.
+
+Two walks over the parent graph, node by node, on the same inputs:
+
+* the *eager* walk runs every delegate node through its region's own graph
+  (the reference backend), so it computes what the original program computes;
+* the *delegated* walk runs the compiled regions, and at each delegate node also
+  runs the region's own graph on the very same inputs.
+
+Each region is then judged twice: *local* error (compiled vs its own graph on
+identical inputs, so an error upstream does not smear into it) and *drift* (its
+outputs vs the eager walk's, which accumulates everything before it). Executor
+ops run the same ATen calls in both walks, so they only have drift. Nothing the
+program owns is changed: buffers and inputs that a region may write are copied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+
+from fxdelegate.partitioner.op_support import describe_target
+
+from .backend import RegionArtifact, Runner, get_runtime
+from .lowered_module import delegate_key
+
+
+@dataclass
+class ValueDifference:
+    """How far one computed value is from its reference (tensors elementwise)."""
+
+    label: str  # "out[0]", "buffer bn.running_mean", "input 1 (written)"
+    max_abs: float
+    max_rel: float  # over elements whose reference is not zero
+    # |actual - reference| and |reference|, kept to judge any tolerance later;
+    # None when the values are not tensors (compared for equality: max_abs 0 or inf).
+    abs_error: torch.Tensor | None = field(default=None, repr=False)
+    abs_reference: torch.Tensor | None = field(default=None, repr=False)
+
+    def within(self, rtol: float, atol: float) -> bool:
+        """True when every element satisfies |actual - reference| <= atol + rtol * |reference|."""
+        if self.abs_error is None or self.abs_reference is None:
+            return self.max_abs == 0.0
+        if self.abs_error.numel() == 0:
+            return True
+        bad = self.abs_error > atol + rtol * self.abs_reference
+        bad |= torch.isnan(self.abs_error)
+        return not bool(bad.any())
+
+
+@dataclass
+class ComparedStep:
+    """One delegate call or executor op, in execution order."""
+
+    step: int
+    node: str  # the parent graph's node
+    kind: str  # "region" or "executor"
+    name: str  # region key ("region_2-aoti") or op ("aten.gelu.default")
+    # Region only: compiled outputs vs the region's own graph on the same inputs.
+    local: list[ValueDifference] | None
+    # Outputs vs the eager walk (the original program), everything upstream included.
+    drift: list[ValueDifference]
+
+    def __str__(self) -> str:
+        head = f"{self.name} (node {self.node}, step {self.step}): "
+        worst = self.worst("local" if self.kind == "region" else "drift")
+        if worst is None:
+            return head + "no outputs"
+        return head + f"{worst.label} max abs {_num(worst.max_abs)}, max rel {_num(worst.max_rel)}"
+
+    def worst(self, which: str = "local") -> ValueDifference | None:
+        values = (self.local or []) if which == "local" else self.drift
+        return max(values, key=lambda d: (d.max_abs, d.max_rel), default=None)
+
+    def within(self, rtol: float, atol: float, which: str = "local") -> bool:
+        values = (self.local or []) if which == "local" else self.drift
+        return all(d.within(rtol, atol) for d in values)
+
+
+@dataclass
+class ComparisonReport:
+    """Per region and per executor op errors of one call, and the final outputs.
+
+    ``print(report)`` gives a table; :meth:`first_divergence` names the earliest
+    region whose compiled code disagrees with its own graph beyond a tolerance.
+    """
+
+    steps: list[ComparedStep]
+    # Final outputs (user outputs and buffer write-backs) vs the original program.
+    outputs: list[ValueDifference]
+    rtol: float = 1e-3
+    atol: float = 1e-5
+
+    @property
+    def regions(self) -> list[ComparedStep]:
+        return [s for s in self.steps if s.kind == "region"]
+
+    def first_divergence(self, rtol: float | None = None, atol: float | None = None):
+        """The earliest region (in execution order) whose local error is past
+        tolerance, or None when every region is within it."""
+        rtol, atol = self._tolerance(rtol, atol)
+        for step in self.regions:
+            if not step.within(rtol, atol):
+                return step
+        return None
+
+    def outputs_match(self, rtol: float | None = None, atol: float | None = None) -> bool:
+        rtol, atol = self._tolerance(rtol, atol)
+        return all(d.within(rtol, atol) for d in self.outputs)
+
+    def _tolerance(self, rtol: float | None, atol: float | None) -> tuple[float, float]:
+        return (self.rtol if rtol is None else rtol, self.atol if atol is None else atol)
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def format(self, rtol: float | None = None, atol: float | None = None) -> str:
+        rtol, atol = self._tolerance(rtol, atol)
+        rows = [["step", "node", "what", "local max abs", "local max rel", "drift max abs", "ok"]]
+        for s in self.steps:
+            local, drift = s.worst("local"), s.worst("drift")
+            rows.append(
+                [
+                    str(s.step),
+                    s.node,
+                    s.name,
+                    _num(local.max_abs) if local else "-",
+                    _num(local.max_rel) if local else "-",
+                    _num(drift.max_abs) if drift else "-",
+                    ("yes" if s.within(rtol, atol) else "NO") if s.kind == "region" else "",
+                ]
+            )
+        lines = [
+            f"Per-step comparison (rtol={rtol:g}, atol={atol:g}; local: compiled region vs its "
+            "own graph on the same inputs; drift: vs the original program)"
+        ]
+        lines += _table(rows)
+        lines += ["", "Final outputs vs the original program"]
+        rows = [["output", "max abs", "max rel", "ok"]]
+        for d in self.outputs:
+            rows.append(
+                [d.label, _num(d.max_abs), _num(d.max_rel), "yes" if d.within(rtol, atol) else "NO"]
+            )
+        lines += _table(rows)
+        first = self.first_divergence(rtol, atol)
+        lines.append("")
+        if first is None:
+            lines.append(f"Every region is within tolerance ({len(self.regions)} compared).")
+        else:
+            lines.append(f"First divergence: {first}")
+        return "\n".join(lines)
+
+
+RegionPrograms = Callable[[str], tuple[ExportedProgram, RegionArtifact]]
+
+
+def compare_program(
+    program: ExportedProgram,
+    runners: Mapping[str, Runner],
+    placeholders: list[Any],
+    region_program: RegionPrograms,
+    constants_of: Callable[[RegionArtifact], dict[str, torch.Tensor]],
+    *,
+    rtol: float = 1e-3,
+    atol: float = 1e-5,
+) -> ComparisonReport:
+    """Compare one call of `program` (a delegated parent graph) region by region.
+
+    `placeholders`: a value for every placeholder of the graph, in order.
+    `region_program(key)`: the region's own program and its artifact; it raises
+    when the program is not available. `constants_of(artifact)`: the weights the
+    region binds, by their names inside it.
+    """
+    eager_runners: dict[str, Runner] = {}
+
+    def eager_runner(key: str) -> Runner:
+        # Loaded right before each use: regions of one structure share a program,
+        # which holds whichever region's weights were bound last.
+        region, artifact = region_program(key)
+        reference = RegionArtifact(key, "reference", program=region)
+        return get_runtime("reference").load(reference, constants_of(artifact))
+
+    delegate = torch.ops.higher_order.executorch_call_delegate
+    graph_module = program.graph_module
+    for node in program.graph.nodes:  # fail before running anything
+        if node.op == "call_function" and node.target is delegate:
+            region_program(delegate_key(node.args[0], graph_module))
+    mutable = _writable_placeholders(program)
+
+    def fresh_inputs() -> list[Any]:
+        return [
+            v.clone() if i in mutable and isinstance(v, torch.Tensor) else v
+            for i, v in enumerate(placeholders)
+        ]
+
+    # The eager walk: what the original program computes. Both walks run the same
+    # graph, so its nodes key both walks' values.
+    def run_eager(node: torch.fx.Node, inputs: list[Any]) -> list[Any]:
+        key = delegate_key(node.args[0], graph_module)
+        if key not in eager_runners:
+            eager_runners[key] = eager_runner(key)
+        return eager_runners[key](inputs)
+
+    eager = _Walk(graph_module, run_eager)
+    eager_outputs = eager.run(*fresh_inputs())
+    reference_values = eager.env
+
+    steps: list[ComparedStep] = []
+
+    def run_compiled(node: torch.fx.Node, inputs: list[Any]) -> list[Any]:
+        key = delegate_key(node.args[0], graph_module)
+        expected_inputs = _copies(inputs)
+        expected = eager_runner(key)(expected_inputs)
+        actual = list(runners[key](inputs))
+        local = _differences(actual, expected, "out")
+        # Inputs a region writes in place must be written alike.
+        for i, (before, after) in enumerate(zip(inputs, expected_inputs)):
+            if isinstance(before, torch.Tensor) and before is not after:
+                if not torch.equal(before, after):
+                    local += _differences([before], [after], f"input {i} (written)")
+        steps.append(ComparedStep(len(steps), node.name, "region", key, local, []))
+        return actual
+
+    walk = _Walk(graph_module, run_compiled)
+
+    def after_node(node: torch.fx.Node, value: Any) -> None:
+        if node.op != "call_function" or node.target is delegate:
+            if node.target is delegate and steps and steps[-1].node == node.name:
+                steps[-1].drift = _differences(list(value), list(reference_values[node]), "out")
+            return
+        if _is_delegate_getitem(node, delegate):
+            return
+        expected = reference_values[node]
+        steps.append(
+            ComparedStep(
+                len(steps),
+                node.name,
+                "executor",
+                describe_target(node.target),
+                None,
+                _differences([value], [expected], "out"),
+            )
+        )
+
+    walk.after_node = after_node
+    outputs = walk.run(*fresh_inputs())
+    labels = _output_labels(program)
+    finals = [
+        d
+        for label, actual, expected in zip(labels, outputs, eager_outputs)
+        for d in _differences([actual], [expected], label)
+    ]
+    return ComparisonReport(steps, finals, rtol, atol)
+
+
+class _Walk(torch.fx.Interpreter):
+    """Runs a parent graph node by node, delegate nodes through `run_region`."""
+
+    def __init__(
+        self,
+        graph_module: torch.fx.GraphModule,
+        run_region: Callable[[torch.fx.Node, list[Any]], list[Any]],
+    ) -> None:
+        super().__init__(graph_module, garbage_collect_values=False)
+        self.run_region = run_region
+        self.after_node: Callable[[torch.fx.Node, Any], None] | None = None
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        if n.op == "call_function" and n.target is torch.ops.higher_order.executorch_call_delegate:
+            with self._set_current_node(n):
+                args, _ = self.fetch_args_kwargs_from_env(n)
+                value = self.run_region(n, list(args[1:]))
+        else:
+            value = super().run_node(n)
+        if self.after_node is not None:
+            self.after_node(n, value)
+        return value
+
+    def run(self, *args: Any) -> Any:  # type: ignore[override]
+        return super().run(*args, enable_io_processing=False)
+
+
+def _is_delegate_getitem(node: torch.fx.Node, delegate: object) -> bool:
+    source = node.args[0] if node.args else None
+    return isinstance(source, torch.fx.Node) and source.target is delegate
+
+
+def _copies(values: list[Any]) -> list[Any]:
+    return [v.clone() if isinstance(v, torch.Tensor) else v for v in values]
+
+
+def _writable_placeholders(program: ExportedProgram) -> set[int]:
+    """Placeholders a call may write: buffers and user inputs (parameters are read-only)."""
+    written = {
+        spec.target
+        for spec in program.graph_signature.output_specs
+        if spec.kind in (OutputKind.BUFFER_MUTATION, OutputKind.USER_INPUT_MUTATION)
+    }
+    return {
+        i
+        for i, spec in enumerate(program.graph_signature.input_specs)
+        if spec.kind in (InputKind.BUFFER, InputKind.USER_INPUT) or spec.target in written
+    }
+
+
+def _output_labels(program: ExportedProgram) -> list[str]:
+    labels, user = [], 0
+    for spec in program.graph_signature.output_specs:
+        if spec.kind == OutputKind.USER_OUTPUT:
+            labels.append(f"output {user}")
+            user += 1
+        else:
+            labels.append(f"{spec.kind.name.lower().replace('_', ' ')} {spec.target}")
+    return labels
+
+
+def _differences(actual: list[Any], expected: list[Any], label: str) -> list[ValueDifference]:
+    """One entry per tensor (or other leaf) of `actual`, compared with `expected`."""
+    flat_actual, spec_actual = pytree.tree_flatten(actual)
+    flat_expected, spec_expected = pytree.tree_flatten(expected)
+    if spec_actual != spec_expected:
+        return [ValueDifference(f"{label} (structure differs)", math.inf, math.inf)]
+    multi = len(flat_actual) > 1
+    return [
+        _difference(a, e, f"{label}[{i}]" if multi or label == "out" else label)
+        for i, (a, e) in enumerate(zip(flat_actual, flat_expected))
+    ]
+
+
+def _difference(actual: Any, expected: Any, label: str) -> ValueDifference:
+    if not isinstance(actual, torch.Tensor) or not isinstance(expected, torch.Tensor):
+        same = actual == expected or (actual is None and expected is None)
+        return ValueDifference(label, 0.0 if same else math.inf, 0.0 if same else math.inf)
+    if actual.shape != expected.shape:
+        return ValueDifference(
+            f"{label} (shape {tuple(actual.shape)} vs {tuple(expected.shape)})", math.inf, math.inf
+        )
+    a, e = actual.detach().cpu(), expected.detach().cpu()
+    if a.dtype == torch.bool or e.dtype == torch.bool:
+        error = (a != e).to(torch.float64)
+        reference = torch.zeros_like(error)
+    else:
+        wide = torch.complex128 if a.is_complex() or e.is_complex() else torch.float64
+        a, e = a.to(wide), e.to(wide)
+        # Infinities and NaNs in the same places agree.
+        same = (a == e) | (torch.isnan(a) & torch.isnan(e))
+        error = torch.where(same, 0.0, (a - e).abs())
+        reference = e.abs().nan_to_num(nan=0.0)
+    error, reference = error.to(torch.float32), reference.to(torch.float32)
+    max_abs = float(error.max()) if error.numel() else 0.0
+    nonzero = reference > 0
+    max_rel = float((error[nonzero] / reference[nonzero]).max()) if bool(nonzero.any()) else 0.0
+    if max_abs and not bool(nonzero.any()):
+        max_rel = math.inf
+    return ValueDifference(label, max_abs, max_rel, error, reference)
+
+
+def _num(value: float) -> str:
+    return f"{value:.3g}" if math.isfinite(value) else str(value)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
