@@ -18,6 +18,7 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "runtime")) and os.
     __path__.append(_checkout)  # type: ignore[name-defined]
 
 
+from fxdelegate.passes.remote_cache import RemoteCacheOptions
 from fxdelegate.runtime.backend import register_backend
 from fxdelegate.runtime.cuda_graph_options import CUDAGraphOptions
 
@@ -31,6 +32,7 @@ from .errors import (
     InvalidArgumentError,
     RegionFallbackWarning,
     RegionProgramMissingError,
+    RemoteCacheWarning,
     UnsupportedProgramError,
 )
 from .program import DelegatedProgram
@@ -48,6 +50,8 @@ __all__ = [
     "InvalidArgumentError",
     "RegionFallbackWarning",
     "RegionProgramMissingError",
+    "RemoteCacheOptions",
+    "RemoteCacheWarning",
     "UnsupportedProgramError",
     "__version__",
     "load",

@@ -24,6 +24,7 @@ from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
 from fxdelegate.passes import default_cache_dir, lower_program
 from fxdelegate.passes.backend_choice import resolve_backends
 from fxdelegate.passes.lowering_summary import summarize
+from fxdelegate.passes.remote_cache import RemoteCacheOptions, resolve_remote_cache
 from fxdelegate.runtime.archive import read_archive
 from fxdelegate.runtime.backend import (
     BackendRuntime,
@@ -54,6 +55,7 @@ def lower(
     compile_options: dict[str, Any] | None = None,
     check_inputs: bool = True,
     cache_dir: str | os.PathLike[str] | bool | None = None,
+    remote_cache: str | RemoteCacheOptions | bool | None = None,
     strict: bool = False,
     compile_workers: int | None = None,
     cuda_graphs: bool | CUDAGraphOptions = False,
@@ -76,6 +78,10 @@ def lower(
         check_inputs: check every call's inputs against the exported specs.
         cache_dir: where compiled regions are cached; None means ``$FXDELEGATE_CACHE_DIR``
             or ``~/.cache/fxdelegate``; False disables the cache.
+        remote_cache: a Redis store shared by many machines (``"redis://host:6379/0"`` or a
+            :class:`RemoteCacheOptions`), tried after the local folder; None means
+            ``$FXDELEGATE_REMOTE_CACHE`` (unset: none), False none. Entries are signed with
+            ``$FXDELEGATE_CACHE_SECRET``; without a secret the remote cache is refused.
         strict: raise when a region fails to compile, instead of leaving it in the executor.
         compile_workers: processes compiling distinct regions at once (default: one per core).
         cuda_graphs: record each call's GPU work in CUDA graphs and replay it (True,
@@ -95,6 +101,7 @@ def lower(
     ):
         raise InvalidArgumentError(f"compile_workers must be an int >= 1, got {compile_workers!r}")
     graphs = _check_cuda_graphs(cuda_graphs, exported_program)
+    remote = resolve_remote_cache(remote_cache)
 
     start = time.perf_counter()
     with gc_paused():
@@ -104,7 +111,8 @@ def lower(
                 backends=backends,
                 exclude_ops=excluded,
                 min_partition_size=min_partition_size,
-                cache_dir=os.fspath(cache_dir) if cache_dir else None,
+                cache_dir=os.fspath(os.path.expanduser(cache_dir)) if cache_dir else None,
+                remote_cache=remote,
                 strict=strict,
                 compile_workers=compile_workers,
                 recordable_runners=graphs is not None,

@@ -93,6 +93,35 @@ def _compare(args: argparse.Namespace) -> int:
     return 0 if report.first_divergence() is None and report.outputs_match() else 1
 
 
+def _cache(args: argparse.Namespace) -> int:
+    """Entries and bytes of the local compile cache and the remote store; or clear them."""
+    from fxdelegate.passes.compile_cache import CompileCache, default_cache_dir
+    from fxdelegate.passes.remote_cache import RemoteCache, RemoteCacheOptions
+
+    local = CompileCache(os.path.expanduser(args.dir or default_cache_dir()))
+    url = args.remote or os.environ.get("FXDELEGATE_REMOTE_CACHE")
+    if args.action == "clear":
+        print(f"local {local.root}: removed {local.clear()} entries")
+    else:
+        stats = local.stats()
+        print(f"local {local.root}: {stats['entries']} entries, {stats['bytes'] / 1e6:.1f} MB")
+    if url:
+        # Nothing is loaded from the store here, so no secret is needed.
+        remote = RemoteCache(RemoteCacheOptions(url, insecure=True))
+        try:
+            if args.action == "clear":
+                print(f"remote {url}: removed {remote.clear()} keys")
+            else:
+                stats = remote.stats()
+                print(
+                    f"remote {url}: {stats['entries']} entries, {stats['chunks']} chunks, "
+                    f"{stats['bytes'] / 1e6:.1f} MB"
+                )
+        except (remote._redis.RedisError, OSError) as exc:
+            raise FxDelegateError(f"the remote cache at {url} failed: {exc}") from exc
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fxdelegate", description=__doc__)
     parser.add_argument(
@@ -140,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--rtol", type=float, default=1e-3)
     compare.add_argument("--atol", type=float, default=1e-5)
 
+    cache = sub.add_parser(
+        "cache", help="entries in the local compile cache and the remote store, or clear them"
+    )
+    cache.add_argument("action", choices=["stats", "clear"])
+    cache.add_argument("--dir", help="the local folder (default: $FXDELEGATE_CACHE_DIR or ~/.cache/fxdelegate)")
+    cache.add_argument("--remote", help="redis:// URL (default: $FXDELEGATE_REMOTE_CACHE)")
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -155,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             status = _inspect(args)
         elif args.command == "compare":
             status = _compare(args)
+        elif args.command == "cache":
+            status = _cache(args)
         else:
             status = _run_saved(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit

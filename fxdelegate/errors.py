@@ -49,3 +49,8 @@ class RegionFallbackWarning(UserWarning):
     makes the failure an error; a test suite can do the same with
     ``warnings.simplefilter("error", RegionFallbackWarning)``.
     """
+
+
+class RemoteCacheWarning(UserWarning):
+    """The remote compile cache failed or served an entry that failed its checks;
+    the lowering goes on, compiling the regions concerned locally."""

@@ -24,6 +24,8 @@ class RegionSummary:
     num_outputs: int
     owned_state: list[str] = field(default_factory=list)
     owned_bytes: int = 0
+    # With a remote cache: "local hit", "remote hit", "compiled" or "compiled, published".
+    compile: str = ""
 
     @property
     def size(self) -> int:
@@ -94,13 +96,19 @@ class LoweringSummary:
             "Regions",
         ]
         mixed = len({r.backend_id for r in self.regions}) > 1
-        header = ["region", "backend", "nodes", "inputs", "outputs", "weights", "ops"]
-        rows = [header if mixed else [h for h in header if h != "backend"]]
+        sourced = any(r.compile for r in self.regions)
+        header = ["region", "backend", "nodes", "inputs", "outputs", "weights", "compile", "ops"]
+        keep = [
+            i
+            for i, h in enumerate(header)
+            if (h != "backend" or mixed) and (h != "compile" or sourced)
+        ]
+        rows = [[header[i] for i in keep]]
         for r in self.regions:
             ops = ", ".join(f"{_short_op(op)} x{n}" for op, n in r.ops.items())
             cells = [r.name, r.backend_id, str(r.size), str(r.num_inputs), str(r.num_outputs)]
-            cells += [_bytes(r.owned_bytes), ops]
-            rows.append(cells if mixed else cells[:1] + cells[2:])
+            cells += [_bytes(r.owned_bytes), r.compile or "-", ops]
+            rows.append([cells[i] for i in keep])
         lines += _table(rows) if self.regions else ["  (none)"]
         lines += ["", f"Executor ops ({self.executor_compute_nodes})"]
         rows = [["node", "op", "reason"]]
@@ -119,8 +127,15 @@ class LoweringSummary:
             lines += [
                 "",
                 f"Compile: {c['regions']} region(s), {c['distinct']} distinct structure(s); "
-                f"{c['cache_hits']} from the compile cache, {c['compiled']} compiled, {c['failed']} failed "
-                f"({c['seconds']} s)",
+                f"{c['cache_hits']} from the compile cache"
+                + (
+                    f" ({c['remote_hits']} of them remote)"
+                    if "remote_hits" in c and "published" in c
+                    else ""
+                )
+                + f", {c['compiled']} compiled"
+                + (f" ({c['published']} published)" if "published" in c else "")
+                + f", {c['failed']} failed ({c['seconds']} s)",
             ]
         weights = sum(r.owned_bytes for r in self.regions)
         lines += [

@@ -114,6 +114,27 @@ class CompileCache:
             if os.path.isdir(staging):
                 shutil.rmtree(staging, ignore_errors=True)
 
+    def stats(self) -> dict[str, int]:
+        """Entries and their bytes in the folder."""
+        entries = size = 0
+        for shard in os.scandir(self.root):
+            if not shard.is_dir():
+                continue
+            for entry in os.scandir(shard.path):
+                package = os.path.join(entry.path, PACKAGE_FILE)
+                if entry.is_dir() and os.path.isfile(package):
+                    entries += 1
+                    size += os.path.getsize(package)
+        return {"entries": entries, "bytes": size}
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many there were."""
+        removed = self.stats()["entries"]
+        for shard in os.scandir(self.root):
+            if shard.is_dir() and len(shard.name) == 2:
+                shutil.rmtree(shard.path, ignore_errors=True)
+        return removed
+
     def _discard(self, folder: str) -> None:
         trash = f"{folder}.discarded-{uuid.uuid4().hex[:8]}"
         try:

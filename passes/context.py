@@ -18,6 +18,8 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 from fxdelegate.partitioner import OpSet, Partition, PartitionResult
 from fxdelegate.runtime.backend import RegionArtifact, Runner
 
+from .remote_cache import RemoteCacheOptions
+
 CONTEXT_KEY = "fxdelegate"
 EXECUTOR = "executor"  # owner name of state that stays with the executor
 
@@ -45,6 +47,9 @@ class RegionRecord:
     artifact: RegionArtifact | None = None
     runner: Runner | None = None
     recordable: bool = False  # the runner can be recorded in a CUDA graph
+    # Where its artifact came from, when a remote cache is in use: "local hit",
+    # "remote hit", "compiled", "compiled, published" (see region_cache.py).
+    cache_source: str = ""
     delegate_node: torch.fx.Node | None = None
 
     @property
@@ -76,6 +81,7 @@ class LoweringContext:
     graph_snapshot: dict[str, Any] | None = None
     # Compile settings: cache folder (None: no cache), failure policy, parallelism.
     cache_dir: str | None = None
+    remote_cache: RemoteCacheOptions | None = None
     strict: bool = False
     compile_workers: int | None = None
     # Load runners that CUDA graphs can record (where the backend has them).

@@ -1,8 +1,10 @@
 """Compile every outlined region with the chosen backend and load the result.
 
 Regions are grouped by content key (:mod:`.region_key`). Each distinct
-structure is looked up in the compile cache, and the ones that miss are
-compiled, concurrently where the backend allows it. Every region is then
+structure is looked up in the compile cache (the local folder, then the
+remote store when there is one: :mod:`.region_cache`), and the ones that miss
+are compiled, concurrently where the backend allows it, and split with other
+machines missing them at the same time (:mod:`.fleet_compile`). Every region is then
 loaded with its own weights bound to the shared artifact. A region whose
 compile fails stays in the executor: this raises a warning and adds a
 report row, unless ``strict``, in which case the error propagates.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections import Counter
 
 import torch
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
@@ -23,9 +26,12 @@ from fxdelegate.runtime.capture_plan import region_host_sync
 
 from .compile_cache import CompileCache
 from .context import LoweringContext, RegionRecord, get_context
+from .fleet_compile import compile_across_fleet
 from .outline_regions import constant_name
-from .parallel_compile import CompileJob, compile_jobs
+from .parallel_compile import CompileJob, compile_jobs, default_workers
+from .region_cache import COMPILED, LOCAL_HIT, PUBLISHED, REMOTE_HIT, RegionCache
 from .region_key import region_key
+from .remote_cache import RemoteCache
 from .tag_regions import REGION_TAG
 
 log = logging.getLogger("fxdelegate.passes")
@@ -54,21 +60,16 @@ class LowerRegionsPass(PassBase):
                 if record.structure is not None:
                     keys[record.structure] = key
             groups.setdefault(key, []).append(record)
-        cache = CompileCache(ctx.cache_dir) if (ctx.cache_dir and compiler.cacheable) else None
+        cache = _region_cache(ctx, compiler.cacheable)
         shared: dict[str, RegionArtifact] = {}
+        sources: dict[str, str] = {}  # content key -> where its artifact came from
         failures: dict[str, str] = {}
         failed_as: dict[str, str] = {}  # the region name a failed compile was reported under
         if cache is not None:
             for key in groups:
-                entry = cache.get(key)
-                if entry is not None:
-                    shared[key] = RegionArtifact(
-                        key,
-                        ctx.backend_id,
-                        package_path=entry.package_path,
-                        package_key=entry.meta.get("package_key"),
-                        meta=dict(entry.meta.get("backend_meta", {})),
-                    )
+                hit = cache.lookup(key)
+                if hit is not None:
+                    shared[key], sources[key] = hit
         jobs = [
             CompileJob(
                 key,
@@ -97,34 +98,35 @@ class LowerRegionsPass(PassBase):
                 failures[job.key] = _first_line(result)
                 failed_as[job.key] = job.region.name
                 return
-            if cache is not None and result.package_path is not None:
-                entry = cache.put(
-                    job.key,
-                    result.package_path,
-                    # The backend's own meta (its device, say) comes back with a hit.
-                    {
-                        "backend": ctx.backend_id,
-                        "package_key": result.package_key,
-                        "backend_meta": result.meta,
-                    },
-                )
-                result.package_path = entry.package_path
+            sources[job.key] = cache.store(job.key, result) if cache is not None else COMPILED
             shared[job.key] = result
 
-        start = time.perf_counter()
-        cache_hits = len(shared)
-        if jobs:
-            done = sum(len(groups[k]) for k in shared)
+        def compile_batch(batch: list[CompileJob]) -> None:
             compile_jobs(
-                jobs,
+                batch,
                 compiler,
                 options,
                 ctx.workdir,
                 workers=ctx.compile_workers,
                 total_regions=len(ctx.regions),
-                done_regions=done,
+                done_regions=sum(len(groups[k]) for k in shared),
                 on_result=on_result,
             )
+
+        def fetched(job: CompileJob, artifact: RegionArtifact) -> None:
+            shared[job.key], sources[job.key] = artifact, REMOTE_HIT
+
+        start = time.perf_counter()
+        if jobs and cache is not None and cache.remote is not None:
+            compile_across_fleet(
+                jobs,
+                cache,
+                compile_batch,
+                fetched,
+                batch_size=ctx.compile_workers or default_workers(),
+            )
+        elif jobs:
+            compile_batch(jobs)
 
         lowered = []
         fallen: list[tuple[RegionRecord, str, str]] = []  # record, error, its cause
@@ -138,6 +140,8 @@ class LowerRegionsPass(PassBase):
                     fallen.append((record, failures[key], cause))
                     continue
                 record.artifact = _region_artifact(record, shared[key], ctx.backend_id, host_sync)
+                if cache is not None and cache.remote is not None:
+                    record.cache_source = sources[key]
                 constants = {
                     name: _state(ctx, fqn) for name, fqn in record.artifact.constant_bindings
                 }
@@ -161,14 +165,18 @@ class LowerRegionsPass(PassBase):
         _fall_back(ctx, fallen)
         kept = {id(r) for r in lowered}  # records compare by value: match by identity
         ctx.regions = [r for r in ctx.regions if id(r) in kept]
+        counts = Counter(sources.values())
         ctx.compile_stats = {
             "regions": len(lowered) + len(ctx.failed_regions),
             "distinct": len(groups),
-            "cache_hits": cache_hits,
-            "compiled": len(jobs) - len(failures),
+            "cache_hits": counts[LOCAL_HIT] + counts[REMOTE_HIT],
+            "compiled": counts[COMPILED] + counts[PUBLISHED],
             "failed": len(failures),
             "seconds": round(time.perf_counter() - start, 2),
         }
+        if cache is not None and cache.remote is not None:
+            ctx.compile_stats["remote_hits"] = counts[REMOTE_HIT]
+            ctx.compile_stats["published"] = counts[PUBLISHED]
         return PassResult(graph_module, False)
 
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:
@@ -202,6 +210,16 @@ def _region_artifact(
             "host_sync": host_sync,
         },
     )
+
+
+def _region_cache(ctx: LoweringContext, cacheable: bool) -> RegionCache | None:
+    if not cacheable:
+        return None
+    local = CompileCache(ctx.cache_dir) if ctx.cache_dir else None
+    remote = RemoteCache(ctx.remote_cache) if ctx.remote_cache is not None else None
+    if local is None and remote is None:
+        return None
+    return RegionCache(local, remote, ctx.backend_id, ctx.workdir)
 
 
 def _state(ctx: LoweringContext, fqn: str) -> torch.Tensor:

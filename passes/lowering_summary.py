@@ -33,6 +33,7 @@ def summarize(result: LoweringResult, known: dict[str, RegionSummary]) -> Loweri
             num_outputs=len(r.outputs),
             owned_state=list(r.owned_state),
             owned_bytes=r.owned_bytes,
+            compile=r.cache_source,
         )
         for r in result.regions
     ]

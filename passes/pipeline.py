@@ -23,6 +23,7 @@ from .lower_regions import LowerRegionsPass
 from .lowering_result import BackendRun, LoweringResult
 from .outline_regions import OutlineRegionsPass
 from .prepare_program import prepare
+from .remote_cache import RemoteCacheOptions
 from .tag_regions import TagRegionsPass, existing_delegates
 from .verify_delegated import VerifyDelegatedGraphPass
 
@@ -46,6 +47,7 @@ def lower_program(
     exclude_ops: OpSet,
     min_partition_size: int,
     cache_dir: str | None,
+    remote_cache: RemoteCacheOptions | None = None,
     strict: bool,
     compile_workers: int | None,
     recordable_runners: bool,
@@ -81,6 +83,7 @@ def lower_program(
                     constants=constants,
                     range_constraints=dict(prepared.range_constraints),
                     cache_dir=cache_dir,
+                    remote_cache=remote_cache,
                     strict=strict,
                     compile_workers=compile_workers,
                     recordable_runners=recordable_runners,

@@ -8,8 +8,9 @@ not:
 * the kind, shape and dtype of each input (weights are bound at load time, so
   their values are not part of the key), with size symbols renamed in order
   of first appearance and their ranges;
-* the backend id and its options, the torch version, and the machine's CPU
-  architecture and vector ISA.
+* the backend id and its options, the torch and fxdelegate versions, the
+  machine's CPU architecture and vector ISA, and for CUDA regions the GPU's
+  architecture and the CUDA version.
 
 Two blocks of a transformer that differ only in their weights get the same
 key, so one artifact serves both.
@@ -17,6 +18,7 @@ key, so one artifact serves both.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -26,7 +28,7 @@ import sympy
 import torch
 from torch.export import ExportedProgram
 
-KEY_VERSION = 5
+KEY_VERSION = 6
 
 
 class _Canon:
@@ -86,14 +88,53 @@ def _target(target: Any) -> str:
 
 
 def machine_fingerprint() -> dict[str, str]:
-    """What a compiled CPU artifact is tied to besides its source."""
-    try:
-        from torch._inductor.cpu_vec_isa import pick_vec_isa
+    """What a compiled CPU artifact is tied to besides its source: the architecture
+    and the CPU's vector extensions. Read from the hardware, not by building test
+    programs as inductor's ISA probe does (seconds of C++ compiles on a machine
+    whose inductor cache is empty, which is every machine a remote cache serves)."""
+    return {
+        "machine": platform.machine(),
+        "vec_isa": cpu_vector_features(),
+        "torch": torch.__version__,
+        "fxdelegate": _fxdelegate_version(),
+    }
 
-        isa = str(pick_vec_isa())
-    except Exception:  # no inductor (runtime-only installs): architecture alone
-        isa = "unknown"
-    return {"machine": platform.machine(), "vec_isa": isa, "torch": torch.__version__}
+
+# The x86 extensions compiled code may use; a machine lacking one that an artifact
+# was built with must not share its key.
+_X86_VECTOR_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
+    "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
+)  # fmt: skip
+
+
+@functools.cache
+def cpu_vector_features() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(
+                (line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None
+            )
+    except OSError:
+        flags = None
+    if flags:
+        return ",".join(flag for flag in _X86_VECTOR_FLAGS if flag in flags) or "none"
+    # Not Linux on x86: what ATen detected at start-up.
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+def _fxdelegate_version() -> str:
+    from fxdelegate import __version__
+
+    return __version__
+
+
+def _cuda_fingerprint(nodes: list[Any]) -> dict[str, str] | None:
+    """The GPU a CUDA region is compiled for (its architecture and CUDA version)."""
+    if '"cuda"' not in json.dumps(nodes):
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return {"arch": f"sm_{major}{minor}", "cuda": str(torch.version.cuda)}
 
 
 def _describe(gm: torch.fx.GraphModule, canon: _Canon, kinds: dict[str, str]) -> list[Any]:
@@ -138,6 +179,7 @@ def region_key(program: ExportedProgram, backend_id: str, options: dict[str, Any
         "outputs": [s.kind.name for s in program.graph_signature.output_specs],
         "ranges": ranges,
         "machine": machine_fingerprint(),
+        "gpu": _cuda_fingerprint(nodes),
     }
     blob = json.dumps(description, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
