@@ -103,6 +103,12 @@ def resolve_remote_cache(value: Any) -> RemoteCacheOptions | None:
             "remote_cache must be a redis:// URL, a RemoteCacheOptions, None or False; "
             f"got {type(value).__name__}"
         )
+    try:
+        import redis  # noqa: F401  (fail before any work, not when the first region misses)
+    except ImportError:
+        raise InvalidArgumentError(
+            "remote_cache needs the redis client: pip install 'fxdelegate[remote-cache]'"
+        ) from None
     if not value.url.startswith(("redis://", "rediss://", "unix://")):
         raise InvalidArgumentError(
             f"remote_cache must be a redis://, rediss:// or unix:// URL, got {value.url!r}"
