@@ -18,6 +18,7 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "runtime")) and os.
     __path__.append(_checkout)  # type: ignore[name-defined]
 
 
+from fxdelegate.passes.pass_pipeline import PassPipeline, default_pipeline
 from fxdelegate.runtime.backend import register_backend
 from fxdelegate.runtime.cuda_graph_options import CUDAGraphOptions
 
@@ -29,6 +30,8 @@ from .errors import (
     FxDelegateError,
     InputMismatchError,
     InvalidArgumentError,
+    PassFailedError,
+    PassInvariantError,
     RegionFallbackWarning,
     UnsupportedProgramError,
 )
@@ -45,9 +48,13 @@ __all__ = [
     "FxDelegateError",
     "InputMismatchError",
     "InvalidArgumentError",
+    "PassFailedError",
+    "PassInvariantError",
+    "PassPipeline",
     "RegionFallbackWarning",
     "UnsupportedProgramError",
     "__version__",
+    "default_pipeline",
     "load",
     "lower",
     "register_backend",

@@ -23,7 +23,7 @@ from fxdelegate.partitioner.gc_pause import gc_paused
 from fxdelegate.partitioner.op_support import OpSelector, describe_target
 from fxdelegate.partitioner.partition import check_partition_arguments
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary, executor_ops_of
-from fxdelegate.passes import LoweringResult, default_cache_dir, lower_program
+from fxdelegate.passes import LoweringResult, PassPipeline, default_cache_dir, lower_program
 from fxdelegate.runtime.archive import read_archive
 from fxdelegate.runtime.backend import (
     BackendRuntime,
@@ -57,6 +57,7 @@ def lower(
     strict: bool = False,
     compile_workers: int | None = None,
     cuda_graphs: bool | CUDAGraphOptions = False,
+    pipeline: PassPipeline | None = None,
 ) -> DelegatedProgram:
     """Partition `exported_program`, compile each region with `backend`, and return
     a callable program whose delegate nodes run the compiled regions.
@@ -76,6 +77,9 @@ def lower(
         compile_workers: processes compiling distinct regions at once (default: one per core).
         cuda_graphs: record each call's GPU work in CUDA graphs and replay it (True,
             or a :class:`CUDAGraphOptions`); the program must run on a CUDA device.
+        pipeline: the passes to run, from :func:`fxdelegate.default_pipeline` (the
+            default) with passes of your own inserted; each of yours is checked after it
+            runs, and a broken invariant raises :class:`PassInvariantError` naming it.
     """
     known: dict[str, RegionSummary] = {}  # regions lowered earlier, as reported then
     if isinstance(exported_program, DelegatedProgram):
@@ -98,6 +102,11 @@ def lower(
             f"compile_options must be a dict, got {type(compile_options).__name__}"
         )
     graphs = _check_cuda_graphs(cuda_graphs, exported_program)
+    if pipeline is not None and not isinstance(pipeline, PassPipeline):
+        raise InvalidArgumentError(
+            "pipeline must be a PassPipeline (start from fxdelegate.default_pipeline()), "
+            f"got {type(pipeline).__name__}"
+        )
 
     start = time.perf_counter()
     with gc_paused():
@@ -113,6 +122,7 @@ def lower(
                 strict=strict,
                 compile_workers=compile_workers,
                 recordable_runners=graphs is not None,
+                pipeline=pipeline,
             )
         try:
             log.info(
@@ -227,6 +237,7 @@ def _summarize(result: LoweringResult, known: dict[str, RegionSummary]) -> Lower
         executor_ops_of(program.graph, reasons),
         snapshot,
         result.compile_stats or None,
+        user_passes=[run.to_dict() for run in result.user_passes] or None,
     )
 
 

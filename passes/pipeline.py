@@ -22,8 +22,10 @@ from .delegate_regions import DelegateRegionsPass
 from .lower_regions import LowerRegionsPass
 from .lowering_result import LoweringResult
 from .outline_regions import OutlineRegionsPass
+from .pass_pipeline import PassPipeline, default_pipeline
 from .prepare_program import prepare
 from .tag_regions import TagRegionsPass, existing_delegates
+from .user_pass_checks import UserPassChecker, program_in_spec
 from .verify_delegated import VerifyDelegatedGraphPass
 
 
@@ -51,9 +53,11 @@ def lower_program(
     strict: bool,
     compile_workers: int | None,
     recordable_runners: bool,
+    pipeline: PassPipeline | None = None,
 ) -> LoweringResult:
-    """Prepare `exported_program` (left untouched), run every pass, and return the
-    delegated program with its regions. Arguments are checked by the caller."""
+    """Prepare `exported_program` (left untouched), run every pass of `pipeline`
+    (default: :func:`default_pipeline`), and return the delegated program with its
+    regions. Arguments are checked by the caller."""
     workdir = tempfile.mkdtemp(prefix="fxdelegate-")
     try:
         with gc_paused():
@@ -74,8 +78,17 @@ def lower_program(
                 compile_workers=compile_workers,
                 recordable_runners=recordable_runners,
             )
-            graph_module = run_lowering_passes(prepared.graph_module, context)
+            pipeline = pipeline if pipeline is not None else default_pipeline()
+            checker = UserPassChecker(
+                prepared.example_inputs,
+                program_in_spec(prepared.module_call_graph),
+                check_outputs=pipeline.check_outputs,
+            )
+            graph_module = run_lowering_passes(
+                prepared.graph_module, context, pipeline.manager_passes(checker)
+            )
             graph_module.meta.pop(CONTEXT_KEY, None)
+            prepared.graph_module = graph_module  # a user pass may have handed back a new one
             prepared.graph_signature = context.signature
             prepared.state_dict = context.state_dict
             prepared.constants = context.constants
@@ -99,6 +112,7 @@ def lower_program(
         failed_regions=context.failed_regions,
         compile_stats=context.compile_stats,
         workdir=workdir,
+        user_passes=checker.runs,
     )
 
 
