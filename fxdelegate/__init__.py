@@ -18,6 +18,7 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "runtime")) and os.
     __path__.append(_checkout)  # type: ignore[name-defined]
 
 
+from fxdelegate.passes.pass_pipeline import PassPipeline, default_pipeline
 from fxdelegate.passes.remote_cache import RemoteCacheOptions
 from fxdelegate.runtime.backend import register_backend
 from fxdelegate.runtime.cuda_graph_options import CUDAGraphOptions
@@ -30,6 +31,8 @@ from .errors import (
     FxDelegateError,
     InputMismatchError,
     InvalidArgumentError,
+    PassFailedError,
+    PassInvariantError,
     RegionFallbackWarning,
     RegionProgramMissingError,
     RemoteCacheWarning,
@@ -48,12 +51,16 @@ __all__ = [
     "FxDelegateError",
     "InputMismatchError",
     "InvalidArgumentError",
+    "PassFailedError",
+    "PassInvariantError",
+    "PassPipeline",
     "RegionFallbackWarning",
     "RegionProgramMissingError",
     "RemoteCacheOptions",
     "RemoteCacheWarning",
     "UnsupportedProgramError",
     "__version__",
+    "default_pipeline",
     "load",
     "lower",
     "register_backend",

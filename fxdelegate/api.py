@@ -21,7 +21,7 @@ from fxdelegate.partitioner.gc_pause import gc_paused
 from fxdelegate.partitioner.op_support import OpSelector
 from fxdelegate.partitioner.partition import check_partition_arguments
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
-from fxdelegate.passes import default_cache_dir, lower_program
+from fxdelegate.passes import PassPipeline, default_cache_dir, lower_program
 from fxdelegate.passes.backend_choice import resolve_backends
 from fxdelegate.passes.lowering_summary import summarize
 from fxdelegate.passes.remote_cache import RemoteCacheOptions, resolve_remote_cache
@@ -59,6 +59,7 @@ def lower(
     strict: bool = False,
     compile_workers: int | None = None,
     cuda_graphs: bool | CUDAGraphOptions = False,
+    pipeline: PassPipeline | None = None,
 ) -> DelegatedProgram:
     """Partition `exported_program`, compile each region with `backend`, and return
     a callable program whose delegate nodes run the compiled regions.
@@ -86,6 +87,9 @@ def lower(
         compile_workers: processes compiling distinct regions at once (default: one per core).
         cuda_graphs: record each call's GPU work in CUDA graphs and replay it (True,
             or a :class:`CUDAGraphOptions`); the program must run on a CUDA device.
+        pipeline: the passes to run, from :func:`fxdelegate.default_pipeline` (the
+            default) with passes of your own inserted; each of yours is checked after it
+            runs, and a broken invariant raises :class:`PassInvariantError` naming it.
     """
     known: dict[str, RegionSummary] = {}  # regions lowered earlier, as reported then
     if isinstance(exported_program, DelegatedProgram):
@@ -102,6 +106,11 @@ def lower(
         raise InvalidArgumentError(f"compile_workers must be an int >= 1, got {compile_workers!r}")
     graphs = _check_cuda_graphs(cuda_graphs, exported_program)
     remote = resolve_remote_cache(remote_cache)
+    if pipeline is not None and not isinstance(pipeline, PassPipeline):
+        raise InvalidArgumentError(
+            "pipeline must be a PassPipeline (start from fxdelegate.default_pipeline()), "
+            f"got {type(pipeline).__name__}"
+        )
 
     start = time.perf_counter()
     with gc_paused():
@@ -116,6 +125,7 @@ def lower(
                 strict=strict,
                 compile_workers=compile_workers,
                 recordable_runners=graphs is not None,
+                pipeline=pipeline,
             )
         try:
             log.info(

@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         "cache", help="entries in the local compile cache and the remote store, or clear them"
     )
     cache.add_argument("action", choices=["stats", "clear"])
-    cache.add_argument("--dir", help="the local folder (default: $FXDELEGATE_CACHE_DIR or ~/.cache/fxdelegate)")
+    cache.add_argument(
+        "--dir", help="the local folder (default: $FXDELEGATE_CACHE_DIR or ~/.cache/fxdelegate)"
+    )
     cache.add_argument("--remote", help="redis:// URL (default: $FXDELEGATE_REMOTE_CACHE)")
 
     args = parser.parse_args(argv)

@@ -54,3 +54,33 @@ class RegionFallbackWarning(UserWarning):
 class RemoteCacheWarning(UserWarning):
     """The remote compile cache failed or served an entry that failed its checks;
     the lowering goes on, compiling the regions concerned locally."""
+
+
+class PassFailedError(FxDelegateError, RuntimeError):
+    """A pass added to the pipeline raised, or returned something that is not a PassResult.
+
+    ``pass_name`` is the pass's name in the pipeline; ``stage`` is where it failed:
+    ``"requires"``, ``"call"`` or ``"ensures"``. The pass's own exception is the cause.
+    """
+
+    def __init__(self, message: str, *, pass_name: str, stage: str) -> None:
+        super().__init__(message)
+        self.pass_name = pass_name
+        self.stage = stage
+
+
+class PassInvariantError(FxDelegateError, RuntimeError):
+    """A pass added to the pipeline left the program broken.
+
+    ``pass_name`` names the pass; ``invariant`` is the first broken invariant, one of
+    ``"lint"``, ``"values"``, ``"regions"``, ``"weights"``, ``"signature"``,
+    ``"outputs"``; ``problems`` lists every problem found, each prefixed by its invariant.
+    """
+
+    def __init__(
+        self, message: str, *, pass_name: str, invariant: str, problems: list[str]
+    ) -> None:
+        super().__init__(message)
+        self.pass_name = pass_name
+        self.invariant = invariant
+        self.problems = problems

@@ -48,6 +48,8 @@ class LoweringSummary:
     graph: dict[str, Any] | None = None
     # Compile counts and time: regions, distinct, cache_hits, compiled, failed, seconds.
     compile: dict[str, Any] | None = None
+    # Passes of the user's that ran in the pipeline: name, position, modified, checks.
+    user_passes: list[dict[str, Any]] | None = None
 
     @property
     def delegated_nodes(self) -> int:
@@ -68,6 +70,7 @@ class LoweringSummary:
             executor_ops=[ExecutorOp(**o) for o in data["executor_ops"]],
             graph=data.get("graph"),
             compile=data.get("compile"),
+            user_passes=data.get("user_passes"),
         )
 
     @property
@@ -137,6 +140,20 @@ class LoweringSummary:
                 + (f" ({c['published']} published)" if "published" in c else "")
                 + f", {c['failed']} failed ({c['seconds']} s)",
             ]
+        if self.user_passes:
+            lines += ["", "User passes (in the order they ran)"]
+            lines += _table(
+                [["pass", "ran", "graph", "checked after it"]]
+                + [
+                    [
+                        p["name"],
+                        p["position"],
+                        "modified" if p["modified"] else "unchanged",
+                        ", ".join(p["checks"]) or "-",
+                    ]
+                    for p in self.user_passes
+                ]
+            )
         weights = sum(r.owned_bytes for r in self.regions)
         lines += [
             "",

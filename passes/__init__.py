@@ -9,6 +9,10 @@ One pass per file, each a ``torch.fx.passes.infra.pass_base.PassBase``:
 * :class:`LowerRegionsPass` - compile each region with the backend, load it
 * :class:`DelegateRegionsPass` - replace regions with ``executorch_call_delegate``
 * :class:`VerifyDelegatedGraphPass` - lint, signature, ownership checks
+
+:func:`default_pipeline` gives them as a named :class:`PassPipeline` that takes
+passes of one's own (checked after each run by :mod:`.user_pass_checks`);
+:func:`transform_program` runs such passes alone.
 """
 
 from .anchor_symbolic_sizes import AnchorSymbolicSizesPass
@@ -19,9 +23,12 @@ from .delegate_regions import DelegateRegionsPass
 from .lower_regions import LowerRegionsPass
 from .lowering_result import LoweringResult
 from .outline_regions import OutlineRegionsPass
+from .pass_pipeline import PassPipeline, PipelineStep, default_pipeline
 from .pipeline import lower_program, lowering_passes, run_lowering_passes
 from .prepare_program import PreparedProgram, prepare, prepare_program
 from .tag_regions import REGION_TAG, TagRegionsPass
+from .transform_program import transform_program
+from .user_pass_checks import UserPassRun
 from .verify_delegated import VerifyDelegatedGraphPass
 
 __all__ = [
@@ -34,16 +41,21 @@ __all__ = [
     "LoweringContext",
     "LoweringResult",
     "OutlineRegionsPass",
+    "PassPipeline",
+    "PipelineStep",
     "PreparedProgram",
     "RegionRecord",
     "TagRegionsPass",
+    "UserPassRun",
     "VerifyDelegatedGraphPass",
     "attach_context",
     "default_cache_dir",
+    "default_pipeline",
     "get_context",
     "lower_program",
     "lowering_passes",
     "prepare",
     "prepare_program",
     "run_lowering_passes",
+    "transform_program",
 ]

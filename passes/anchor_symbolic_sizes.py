@@ -68,6 +68,7 @@ class AnchorSymbolicSizesPass(PassBase):
         return PassResult(graph_module, True)
 
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:
+        """Every backed size is computed from the graph's inputs, none from an intermediate tensor."""
         graph = graph_module.graph
         sources = symbol_sources([n for n in graph.nodes if n.op == "placeholder"])
         for node in graph.nodes:

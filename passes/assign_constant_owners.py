@@ -21,6 +21,7 @@ _STATE_KINDS = (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR
 
 class AssignConstantOwnersPass(PassBase):
     def requires(self, graph_module: torch.fx.GraphModule) -> None:
+        """The regions are tagged (tag_regions ran)."""
         if get_context(graph_module).partition_result is None:
             raise AssertionError("AssignConstantOwnersPass needs TagRegionsPass first")
 
@@ -57,6 +58,7 @@ class AssignConstantOwnersPass(PassBase):
         return PassResult(graph_module, False)
 
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:
+        """Every parameter, buffer and constant has one owner: a region or the executor."""
         ctx = get_context(graph_module)
         names = {r.name for r in ctx.regions} | {EXECUTOR}
         for target, owner in (ctx.owners or {}).items():

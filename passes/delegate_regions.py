@@ -29,6 +29,7 @@ from .tag_regions import REGION_TAG
 
 class DelegateRegionsPass(PassBase):
     def requires(self, graph_module: torch.fx.GraphModule) -> None:
+        """Every region is compiled."""
         for record in get_context(graph_module).regions:
             if record.artifact is None:
                 raise AssertionError("DelegateRegionsPass needs LowerRegionsPass first")
@@ -107,6 +108,7 @@ class DelegateRegionsPass(PassBase):
         return PassResult(graph_module, True)
 
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:
+        """No region node is left in the parent graph."""
         for node in graph_module.graph.nodes:
             if node.op == "call_function" and REGION_TAG in node.meta:
                 raise AssertionError(f"region node {node.name} is still in the parent graph")

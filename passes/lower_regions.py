@@ -39,6 +39,7 @@ log = logging.getLogger("fxdelegate.passes")
 
 class LowerRegionsPass(PassBase):
     def requires(self, graph_module: torch.fx.GraphModule) -> None:
+        """Every region is outlined."""
         for record in get_context(graph_module).regions:
             if record.program is None:
                 raise AssertionError("LowerRegionsPass needs OutlineRegionsPass first")
@@ -180,6 +181,7 @@ class LowerRegionsPass(PassBase):
         return PassResult(graph_module, False)
 
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:
+        """Every region kept has a compiled artifact and a loaded runner."""
         for record in get_context(graph_module).regions:
             if record.artifact is None or record.runner is None:
                 raise AssertionError(f"{record.name} has no compiled artifact")

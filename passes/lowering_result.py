@@ -12,6 +12,7 @@ from fxdelegate.runtime.backend import RegionArtifact, Runner
 from fxdelegate.runtime.lowered_module import LoweredBackendModule
 
 from .context import RegionRecord
+from .user_pass_checks import UserPassRun
 
 
 @dataclass
@@ -52,6 +53,8 @@ class LoweringResult:
     graph_snapshot: dict[str, Any] | None
     # Folder holding the regions' compiled files; the program owns it from now on.
     workdir: str | None = None
+    # The user's passes as they ran (for the report).
+    user_passes: list[UserPassRun] = field(default_factory=list)
 
     @property
     def backend_ids(self) -> list[str]:

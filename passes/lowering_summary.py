@@ -47,6 +47,7 @@ def summarize(result: LoweringResult, known: dict[str, RegionSummary]) -> Loweri
         executor_ops_of(program.graph, reasons),
         snapshot,
         result.compile_stats or None,
+        user_passes=[run.to_dict() for run in result.user_passes] or None,
     )
 
 

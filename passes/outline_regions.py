@@ -60,6 +60,7 @@ from .symbolic_sizes import SizeExprBuilder
 
 class OutlineRegionsPass(PassBase):
     def requires(self, graph_module: torch.fx.GraphModule) -> None:
+        """The regions are tagged and every weight has its owner."""
         ctx = get_context(graph_module)
         if ctx.partition_result is None or ctx.owners is None:
             raise AssertionError(
@@ -90,6 +91,7 @@ class OutlineRegionsPass(PassBase):
         return PassResult(graph_module, False)
 
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:
+        """Every region has its own program, its inputs and outputs matching the parent's values."""
         for record in get_context(graph_module).regions:
             if record.program is None:
                 raise AssertionError(f"{record.name} was not outlined")

@@ -22,9 +22,11 @@ from .delegate_regions import DelegateRegionsPass
 from .lower_regions import LowerRegionsPass
 from .lowering_result import BackendRun, LoweringResult
 from .outline_regions import OutlineRegionsPass
+from .pass_pipeline import PassPipeline, default_pipeline
 from .prepare_program import prepare
 from .remote_cache import RemoteCacheOptions
 from .tag_regions import TagRegionsPass, existing_delegates
+from .user_pass_checks import UserPassChecker, program_in_spec
 from .verify_delegated import VerifyDelegatedGraphPass
 
 
@@ -51,9 +53,11 @@ def lower_program(
     strict: bool,
     compile_workers: int | None,
     recordable_runners: bool,
+    pipeline: PassPipeline | None = None,
 ) -> LoweringResult:
-    """Prepare `exported_program` (left untouched), run every pass once per backend
-    in priority order, and return the delegated program with its regions.
+    """Prepare `exported_program` (left untouched), run every pass of `pipeline`
+    (default: :func:`default_pipeline`) once per backend in priority order, and
+    return the delegated program with its regions.
 
     Each backend partitions what the backends before it left: their regions are
     single delegate nodes by then, so every backend's regions are convex in the
@@ -64,6 +68,12 @@ def lower_program(
         with gc_paused():
             prepared = prepare(exported_program)
             graph_module = prepared.graph_module
+            pipeline = pipeline if pipeline is not None else default_pipeline()
+            checker = UserPassChecker(
+                prepared.example_inputs,
+                program_in_spec(prepared.module_call_graph),
+                check_outputs=pipeline.check_outputs,
+            )
             signature = prepared.graph_signature
             state_dict = dict(prepared.state_dict)
             constants = dict(prepared.constants)
@@ -88,7 +98,9 @@ def lower_program(
                     compile_workers=compile_workers,
                     recordable_runners=recordable_runners,
                 )
-                graph_module = run_lowering_passes(graph_module, context)
+                graph_module = run_lowering_passes(
+                    graph_module, context, pipeline.manager_passes(checker)
+                )
                 graph_module.meta.pop(CONTEXT_KEY, None)
                 signature, state_dict, constants = (
                     context.signature,
@@ -106,6 +118,7 @@ def lower_program(
                 regions += context.regions
                 # The first backend sees the whole graph: its picture is the one to keep.
                 snapshot = snapshot or context.graph_snapshot
+            prepared.graph_module = graph_module  # a user pass may have handed back a new one
             prepared.graph_signature = signature
             prepared.state_dict = state_dict
             prepared.constants = constants
@@ -126,6 +139,7 @@ def lower_program(
         runs=runs,
         graph_snapshot=snapshot,
         workdir=workdir,
+        user_passes=checker.runs,
     )
 
 

@@ -49,6 +49,7 @@ class TagRegionsPass(PassBase):
         return PassResult(graph_module, False)
 
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:
+        """Only call_function nodes are tagged; a getitem is in its producer's region."""
         for node in graph_module.graph.nodes:
             tag = node.meta.get(REGION_TAG)
             if tag is None:

@@ -3,6 +3,8 @@
 import pathlib
 import re
 
+from readme_blocks import printed_blocks, worked_example_files
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -22,3 +24,33 @@ def test_ci_runs_the_readme_test_command():
     _, tests = _quickstart_commands()
     ci = (ROOT / ".ci" / "run").read_text()
     assert tests in ci.splitlines()
+
+
+def test_the_worked_example_runs_and_prints_what_the_readme_shows(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from fxdelegate.testing import PassTestKit
+
+    files = worked_example_files()
+    assert sorted(files) == ["lower_with_my_pass.py", "my_passes.py", "test_my_passes.py"]
+    for name, code in files.items():
+        (tmp_path / name).write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tests = importlib.import_module("test_my_passes")
+    names = [n for n in dir(tests) if n.startswith("test_")]
+    assert len(names) == 3
+    for name in names:
+        getattr(tests, name)(PassTestKit(seed=0))
+    # The lowering snippet, on the reference backend (the README lowers through AOTInductor).
+    snippet = files["lower_with_my_pass.py"]
+    call = "fxdelegate.lower(ep, pipeline=pipeline)"
+    assert call in snippet
+    exec(
+        compile(snippet.replace(call, call[:-1] + ', backend="reference")'), "snippet", "exec"), {}
+    )
+    printed = capsys.readouterr().out
+    pipeline, report = printed_blocks()
+    assert printed.startswith(pipeline + "\n")
+    for line in report.splitlines():
+        if line != "...":
+            assert line.replace("'aoti'", "'reference'") in printed, line

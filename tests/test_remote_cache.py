@@ -17,12 +17,12 @@ import time
 import pytest
 import redis
 import torch
-from packaged_backend import DistinctBlocks, register
-from redis_server import RedisServer, free_port
 
 import fxdelegate
 from fxdelegate.errors import InvalidArgumentError
 from fxdelegate.passes.remote_cache import PREFIX
+from packaged_backend import DistinctBlocks, register
+from redis_server import RedisServer, free_port
 
 WORKER = os.path.join(os.path.dirname(__file__), "remote_cache_worker.py")
 REGIONS = 6  # DistinctBlocks: six distinct regions
