@@ -196,3 +196,20 @@ def test_a_small_backend_before_aotinductor_saves_and_loads_without_a_compiler(t
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1] == "['aoti', 'gelu_only']"
+
+
+def test_user_passes_run_once_per_backend():
+    runs: list[int] = []  # delegate calls in the graph each time the pass runs
+    delegate = torch.ops.higher_order.executorch_call_delegate
+
+    def count_nodes(graph_module):
+        runs.append(sum(n.target is delegate for n in graph_module.graph.nodes))
+
+    model, ep = _export()
+    pipeline = fxdelegate.default_pipeline()
+    pipeline.insert_before("tag_regions", count_nodes)
+    prog = fxdelegate.lower(ep, backend=["gelu_only", "reference"], pipeline=pipeline)
+    assert runs == [0, 3]  # the second run sees the first backend's three GELU regions
+    assert {r.backend_id for r in prog.partitions} == {"gelu_only", "reference"}
+    x = torch.randn(2, 8)
+    torch.testing.assert_close(prog(x), model(x))
