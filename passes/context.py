@@ -82,6 +82,8 @@ class LoweringContext:
     # Compile settings: cache folder (None: no cache), failure policy, parallelism.
     cache_dir: str | None = None
     remote_cache: RemoteCacheOptions | None = None
+    # Backends tried after this one (they may take what this one fails to compile).
+    next_backends: tuple[str, ...] = ()
     strict: bool = False
     compile_workers: int | None = None
     # Load runners that CUDA graphs can record (where the backend has them).

@@ -238,19 +238,24 @@ def _fall_back(ctx: LoweringContext, fallen: list[tuple[RegionRecord, str, str]]
         for node in record.partition.nodes:
             node.meta.pop(REGION_TAG, None)
         by_cause.setdefault(cause, []).append(record)
+    where = (
+        f"go to the next backends ({', '.join(ctx.next_backends)}), or stay in the executor"
+        if ctx.next_backends
+        else "stay in the executor"
+    )
     for cause, records in by_cause.items():
         nodes = sum(r.partition.size for r in records)
         if len(records) == 1:
             (record,) = records
             message = (
-                f"{ctx.backend_id} failed to compile {record.name}; its {nodes} node(s) stay "
-                f"in the executor: {ctx.failed_regions[record.name]}"
+                f"{ctx.backend_id} failed to compile {record.name}; its {nodes} node(s) {where}: "
+                f"{ctx.failed_regions[record.name]}"
             )
         else:
             names = ", ".join(r.name for r in records[:6]) + (", ..." if len(records) > 6 else "")
             message = (
                 f"{ctx.backend_id} failed to compile {len(records)} regions ({names}) for one "
-                f"cause; their {nodes} node(s) stay in the executor: {cause}"
+                f"cause; their {nodes} node(s) {where}: {cause}"
             )
         message += ". lower(..., strict=True) makes a compile failure an error"
         warnings.warn(message, RegionFallbackWarning, stacklevel=2)

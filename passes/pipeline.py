@@ -80,7 +80,7 @@ def lower_program(
             runs: list[BackendRun] = []
             regions: list[RegionRecord] = []
             snapshot = None
-            for choice in backends:
+            for index, choice in enumerate(backends):
                 context = LoweringContext(
                     backend_id=choice.backend_id,
                     support=choice.support,
@@ -94,6 +94,7 @@ def lower_program(
                     range_constraints=dict(prepared.range_constraints),
                     cache_dir=cache_dir,
                     remote_cache=remote_cache,
+                    next_backends=tuple(b.backend_id for b in backends[index + 1 :]),
                     strict=strict,
                     compile_workers=compile_workers,
                     recordable_runners=recordable_runners,

@@ -109,7 +109,9 @@ def test_a_failed_region_falls_to_the_next_backend():
         "refusing", runtime=ReferenceRuntime(), compiler=Refusing(), replace=True
     )
     model, ep = _export()
-    with pytest.warns(fxdelegate.RegionFallbackWarning, match="refused on purpose"):
+    with pytest.warns(
+        fxdelegate.RegionFallbackWarning, match=r"go to the next backends \(reference\)"
+    ):
         prog = fxdelegate.lower(ep, backend=["refusing", "reference"])
     assert {r.backend_id for r in prog.partitions} == {"reference"}
     assert not [op for op in prog.summary.executor_ops if op.op != "getitem"]
