@@ -112,19 +112,21 @@ class LoweringSummary:
             cells = [r.name, r.backend_id, str(r.size), str(r.num_inputs), str(r.num_outputs)]
             cells += [_bytes(r.owned_bytes), r.compile or "-", ops]
             rows.append([cells[i] for i in keep])
-        lines += _table(rows) if self.regions else ["  (none)"]
+        lines += format_table(rows) if self.regions else ["  (none)"]
         lines += ["", f"Executor ops ({self.executor_compute_nodes})"]
         rows = [["node", "op", "reason"]]
         for op in self.executor_ops:
             if op.op != "getitem":
                 rows.append([op.node, _short_op(op.op), op.reason])
-        lines += _table(rows) if len(rows) > 1 else ["  (none)"]
+        lines += format_table(rows) if len(rows) > 1 else ["  (none)"]
         reasons = Counter(
             op.reason.split(" (")[0] for op in self.executor_ops if op.op != "getitem"
         )
         if reasons:
             lines += ["", "Executor ops by reason"]
-            lines += _table([["reason", "count"]] + [[k, str(v)] for k, v in reasons.most_common()])
+            lines += format_table(
+                [["reason", "count"]] + [[k, str(v)] for k, v in reasons.most_common()]
+            )
         if self.compile:
             c = self.compile
             lines += [
@@ -142,7 +144,7 @@ class LoweringSummary:
             ]
         if self.user_passes:
             lines += ["", "User passes (in the order they ran)"]
-            lines += _table(
+            lines += format_table(
                 [["pass", "ran", "graph", "checked after it"]]
                 + [
                     [
@@ -194,7 +196,8 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _table(rows: list[list[str]]) -> list[str]:
+def format_table(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as aligned, indented lines (the first row is the header)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for row in rows:

@@ -57,17 +57,13 @@ def _update_snapshot(
     """The snapshot is the first backend's picture: show where every node ended up
     (a region that failed to compile, a later backend's region)."""
     region_of = {n.name: r.name for r in result.regions for n in r.partition.nodes}
-    lowered = {r.name for r in result.regions}
-    several = len(result.runs) > 1
     for entry in snapshot["nodes"]:
-        name, kind, region = entry[0], entry[1], entry[3]
+        name, kind = entry[0], entry[1]
         if kind != "op":
             continue
         if name in region_of:
             entry[3], entry[4] = region_of[name], ""
-        elif (region is not None and region not in lowered and region in result.failed_regions) or (
-            several and region is None and name in reasons
-        ):
+        else:
             entry[3], entry[4] = None, reasons.get(name, entry[4])
 
 

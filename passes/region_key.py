@@ -129,9 +129,13 @@ def _fxdelegate_version() -> str:
     return __version__
 
 
-def _cuda_fingerprint(nodes: list[Any]) -> dict[str, str] | None:
+def _cuda_fingerprint(program: ExportedProgram) -> dict[str, str] | None:
     """The GPU a CUDA region is compiled for (its architecture and CUDA version)."""
-    if '"cuda"' not in json.dumps(nodes):
+    on_cuda = any(
+        isinstance(val := node.meta.get("val"), torch.Tensor) and val.device.type == "cuda"
+        for node in program.graph.nodes
+    )
+    if not on_cuda:
         return None
     major, minor = torch.cuda.get_device_capability()
     return {"arch": f"sm_{major}{minor}", "cuda": str(torch.version.cuda)}
@@ -179,7 +183,7 @@ def region_key(program: ExportedProgram, backend_id: str, options: dict[str, Any
         "outputs": [s.kind.name for s in program.graph_signature.output_specs],
         "ranges": ranges,
         "machine": machine_fingerprint(),
-        "gpu": _cuda_fingerprint(nodes),
+        "gpu": _cuda_fingerprint(program),
     }
     blob = json.dumps(description, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()

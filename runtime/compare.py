@@ -27,6 +27,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from fxdelegate.partitioner.op_support import describe_target
+from fxdelegate.partitioner.report import format_table
 
 from .backend import RegionArtifact, Runner, get_runtime
 from .lowered_module import delegate_key
@@ -141,14 +142,14 @@ class ComparisonReport:
             f"Per-step comparison (rtol={rtol:g}, atol={atol:g}; local: compiled region vs its "
             "own graph on the same inputs; drift: vs the original program)"
         ]
-        lines += _table(rows)
+        lines += format_table(rows)
         lines += ["", "Final outputs vs the original program"]
         rows = [["output", "max abs", "max rel", "ok"]]
         for d in self.outputs:
             rows.append(
                 [d.label, _num(d.max_abs), _num(d.max_rel), "yes" if d.within(rtol, atol) else "NO"]
             )
-        lines += _table(rows)
+        lines += format_table(rows)
         first = self.first_divergence(rtol, atol)
         lines.append("")
         if first is None:
@@ -231,13 +232,12 @@ def compare_program(
     walk = _Walk(graph_module, run_compiled)
 
     def after_node(node: torch.fx.Node, value: Any) -> None:
-        if node.op != "call_function" or node.target is delegate:
-            if node.target is delegate and steps and steps[-1].node == node.name:
-                steps[-1].drift = _differences(list(value), list(reference_values[node]), "out")
-            return
-        if _is_delegate_getitem(node, delegate):
+        if node.op != "call_function" or _is_delegate_getitem(node, delegate):
             return
         expected = reference_values[node]
+        if node.target is delegate:  # run_compiled has just added its step
+            steps[-1].drift = _differences(list(value), list(expected), "out")
+            return
         steps.append(
             ComparedStep(
                 len(steps),
@@ -364,8 +364,3 @@ def _difference(actual: Any, expected: Any, label: str) -> ValueDifference:
 
 def _num(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else str(value)
-
-
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from torch.export import ExportedProgram
 
 from fxdelegate.errors import InvalidArgumentError
+from fxdelegate.partitioner.report import format_table
 
 from .cuda_graph_options import graph_device
 
@@ -38,7 +39,7 @@ def format_report(runner: CUDAGraphRunner) -> str:
                 str(s["warmups"]),
             ]
         )
-    lines += _table(table)
+    lines += format_table(table)
     why = [["node", "op", "segment", "why it runs eagerly"]]
     for seg in runner.segments:
         for b in seg.spec.breaks:
@@ -46,13 +47,8 @@ def format_report(runner: CUDAGraphRunner) -> str:
         if seg.eager_reason:
             why.append(["(all)", "", str(seg.spec.index), seg.eager_reason])
     if len(why) > 1:
-        lines += ["", "Not recorded", *_table(why)]
+        lines += ["", "Not recorded", *format_table(why)]
     return "\n".join(lines)
-
-
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
 
 def describe_off(program: ExportedProgram) -> str:

@@ -325,12 +325,14 @@ class ProgramExecutor:
         flat = self.flatten_inputs(args, kwargs)
         if self._check_inputs:
             self.checker.check(flat)
+        return self._placeholder_values(flat)
+
+    def _placeholder_values(self, flat: list[Any]) -> list[Any]:
+        contiguous = self._contiguous_inputs
         return [
             source
             if kind == "state"
-            else flat[source].contiguous()
-            if source in self._contiguous_inputs
-            else flat[source]
+            else (flat[source].contiguous() if source in contiguous else flat[source])
             for kind, source in self._sources
         ]
 
@@ -340,13 +342,7 @@ class ProgramExecutor:
             self.checker.check(flat)
         if self.graphs is not None:
             return self.graphs(flat)
-        contiguous = self._contiguous_inputs
-        inputs = [
-            source
-            if kind == "state"
-            else (flat[source].contiguous() if source in contiguous else flat[source])
-            for kind, source in self._sources
-        ]
+        inputs = self._placeholder_values(flat)
         with self.call_lock:
             outs = self.plan.fn(inputs)
             for pos, kind, where in self._write_back:
