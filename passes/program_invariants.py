@@ -99,7 +99,7 @@ def fill_missing_values(
         except Exception as exc:
             problems.append(
                 f"{node.name} ({describe_target(node.target)}) has no meta['val'], and running it "
-                f"on its inputs' fake values failed ({type(exc).__name__}: {_first_line(exc)}); "
+                f"on its inputs' fake values failed ({type(exc).__name__}: {first_line(exc)}); "
                 "give the op a fake implementation (torch.library.register_fake) or set the "
                 "node's meta['val']"
             )
@@ -313,6 +313,7 @@ def _storage(tensor: torch.Tensor) -> tuple[int, int]:
         return (id(tensor), -1)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (messages can run to pages)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else ""

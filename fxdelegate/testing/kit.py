@@ -16,6 +16,7 @@ from fxdelegate.api import lower
 from fxdelegate.errors import InvalidArgumentError
 from fxdelegate.partitioner.op_support import OpSelector, OpSet, describe_target
 from fxdelegate.passes.pass_pipeline import PassLike, default_pipeline
+from fxdelegate.passes.program_invariants import first_line
 from fxdelegate.passes.program_outputs import compare_values
 from fxdelegate.passes.transform_program import transform_program
 from fxdelegate.program import DelegatedProgram
@@ -133,14 +134,14 @@ class PassTestKit:
             try:
                 expected = run_reference(*ref_args, **ref_kwargs)
             except Exception as exc:
-                refused.append(f"{case.label}: {type(exc).__name__}: {_first_line(exc)}")
+                refused.append(f"{case.label}: {type(exc).__name__}: {first_line(exc)}")
                 continue
             args, kwargs = case.cloned()
             try:
                 got = run_candidate(*args, **kwargs)
             except Exception as exc:
                 problems.append(
-                    f"{case.label}: the candidate raised {type(exc).__name__}: {_first_line(exc)} "
+                    f"{case.label}: the candidate raised {type(exc).__name__}: {first_line(exc)} "
                     "where the reference ran"
                 )
                 continue
@@ -315,8 +316,3 @@ def _module_graphs(where: str, module: torch.nn.Module) -> Iterator[tuple[str, t
             yield from _module_graphs(f"region {sub.module_name}", sub.original_module.graph_module)
         elif isinstance(sub, torch.fx.GraphModule):
             yield (f"{where} ({name})" if name else where), sub.graph
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else ""
