@@ -7,17 +7,31 @@ import tempfile
 import torch
 
 
-def whole_graph_aoti(ep: torch.export.ExportedProgram, single_threaded: bool = True):
+def whole_graph_aoti(
+    ep: torch.export.ExportedProgram,
+    single_threaded: bool = True,
+    inductor_configs: dict | None = None,
+):
     """The exported graph compiled whole by AOTInductor, called through its loader's run.
 
     By default loaded single-threaded, as fxdelegate loads its regions: the
     cheapest plain call AOTInductor offers, so the baseline is the strictest one.
     With False, the default container (what `aoti_load_package` gives).
+    `inductor_configs` compiles it with other options (None: AOTInductor's defaults).
     """
     path = tempfile.mktemp(suffix=".pt2")
-    torch._inductor.aoti_compile_and_package(ep, package_path=path)
+    torch._inductor.aoti_compile_and_package(
+        ep, package_path=path, inductor_configs=inductor_configs
+    )
     loader = torch._C._aoti.AOTIModelPackageLoader(path, "model", single_threaded, 1, -1)
     return loader.run
+
+
+def region_options() -> dict:
+    """The inductor options fxdelegate compiles its AOTInductor regions with."""
+    from fxdelegate.runtime.backends.aoti_compiler import AOTICompiler
+
+    return AOTICompiler().default_options()
 
 
 def pinned_ops_alone(model: torch.nn.Module, inputs: tuple, packets: list[str]):

@@ -50,7 +50,9 @@ class LowerRegionsPass(PassBase):
             return PassResult(graph_module, False)
         compiler = get_compiler(ctx.backend_id)
         runtime = get_runtime(ctx.backend_id)
-        options = dict(ctx.compile_options)
+        # The compiler's defaults under the user's options: what the regions are
+        # compiled with, keyed by, and reported as (the delegates' compile_specs).
+        options = ctx.compile_options = {**compiler.default_options(), **ctx.compile_options}
 
         groups: dict[str, list[RegionRecord]] = {}
         keys: dict[int, str] = {}  # structure -> content key: one hash per structure

@@ -143,6 +143,12 @@ class BackendCompiler(ABC):
 
         return CompilableAtenSupport()
 
+    def default_options(self) -> dict[str, Any]:
+        """Options every region gets unless the user's `compile_options` set them.
+
+        They are part of each region's content key, like the user's own options."""
+        return {}
+
     @abstractmethod
     def compile(
         self, region: RegionToCompile, options: dict[str, Any], workdir: str

@@ -96,6 +96,10 @@ class _EntryWriter:
                 f"{name}.__class__ is not {tensor} or {name}.dtype is not {cg.bind(spec.dtype, '_dtype')}"
                 f" or {_device_mismatch(name, spec.device, cg)}"
             )
+            if all(isinstance(size, int) for size in spec.sizes):
+                # one tuple comparison: cheaper than the rank and each size apart
+                self.fail_if(f"{name}.shape != {tuple(spec.sizes)!r}")
+                continue
             shape = self.temp()
             self.lines.append(f"    {shape} = {name}.shape")
             static = [

@@ -3,7 +3,9 @@
 The generated code is what the executor runs on every call. Compared with
 walking the graph with ``torch.fx.Interpreter``, it does no per-node dispatch
 in Python. Every operator is bound to a global name ahead of time; ATen ops
-are bound to their C++ entry point, which skips ``OpOverload.__call__``.
+to torch's generated Python binding where a probe shows it runs exactly the
+node's overload (:mod:`.op_bindings`), else to their C++ op handle, which
+skips ``OpOverload.__call__``.
 Every argument is a local variable or a literal, and each value's last use
 is followed by ``del``, so its memory goes back to the allocator as soon as
 possible. Delegate nodes call their region's runner directly with a flat
@@ -28,6 +30,7 @@ import torch
 from torch._ops import OpOverload
 
 from .lowered_module import delegate_key
+from .op_bindings import python_binding
 
 _LITERAL_TYPES = (bool, int, str, type(None))
 Runners = Mapping[str, Callable[[list[Any]], list[Any]]]
@@ -101,8 +104,12 @@ class GraphCodegen:
             parts.append(f"{k}={self.literal(v)}")
         return ", ".join(parts)
 
-    def _callee(self, target: Any) -> str:
+    def _callee(self, node: torch.fx.Node) -> str:
+        target = node.target
         if isinstance(target, OpOverload):
+            binding = python_binding(node)
+            if binding is not None:
+                return self.bind(binding, "_op")
             # The C++ op handle: same semantics as OpOverload.__call__, one Python frame less.
             return self.bind(target._op, "_op")
         return self.bind(target, "_fn")
@@ -214,7 +221,7 @@ class GraphCodegen:
                 raise KeyError(f"no runner loaded for delegate region {key!r}")
             runner = self.bind(self.runners[key], "_d")
             return f"{var} = {runner}({self.literal(list(node.args[1:]))})", f"fxdelegate::{key}"
-        call = f"{var} = {self._callee(node.target)}({self._call_args(node.args, node.kwargs)})"
+        call = f"{var} = {self._callee(node)}({self._call_args(node.args, node.kwargs)})"
         return call, f"fxdelegate::{_target_name(node.target)} ({node.name})"
 
     def compile(self, source: str, name: str) -> Callable[..., Any]:

@@ -64,6 +64,33 @@ def test_user_backend_end_to_end_and_options_reach_the_compiler():
     torch.testing.assert_close(prog(x), model(x))
 
 
+class CompilerWithDefaults(CountingCompiler):
+    backend_id = "defaults"
+
+    def default_options(self):
+        return {"level": 1, "threads": "few"}
+
+
+def test_compiler_defaults_reach_the_compiler_under_the_users_options():
+    compiler = CompilerWithDefaults()
+    register_backend("defaults", runtime=CountingRuntime(), compiler=compiler, replace=True)
+    ep = torch.export.export(SkipEdges(), (torch.randn(5),))
+    fxdelegate.lower(ep, backend="defaults", exclude_ops=["aten.gelu"], cache_dir=False)
+    assert [options for _, options in compiler.compiled] == [{"level": 1, "threads": "few"}] * 2
+    compiler.compiled.clear()
+    prog = fxdelegate.lower(
+        ep,
+        backend="defaults",
+        exclude_ops=["aten.gelu"],
+        compile_options={"level": 3},
+        cache_dir=False,
+    )
+    assert [options for _, options in compiler.compiled] == [{"level": 3, "threads": "few"}] * 2
+    # and the delegates say what their regions were compiled with
+    specs = [m.compile_specs for _, m in prog.exported_program.graph_module.named_children()]
+    assert specs == [["level=3", "threads=few"]] * 2
+
+
 class FailingCompiler(CountingCompiler):
     backend_id = "failing"
 
