@@ -201,11 +201,11 @@ def build_entry(
         raise NoFastPath("inputs are not (args, kwargs)")
     args_structure, kwargs_structure = structure
     leaf_names: dict[int, str] = {}
-    writer.fail_if(f"len(args) != {len(args_structure)}")
     if kwargs_structure:
+        writer.fail_if(f"len(args) != {len(args_structure)}")
         writer.fail_if(f"kwargs.keys() != {cg.bind(frozenset(kwargs_structure), '_keys')}")
     else:
-        writer.fail_if("kwargs")
+        writer.fail_if(f"len(args) != {len(args_structure)} or kwargs")
     for i, child in enumerate(args_structure):
         writer.unpack(f"args[{i}]", child, leaf_names)
     for key, child in kwargs_structure.items():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sympy
@@ -214,6 +214,8 @@ class ProgramExecutor:
         self._entries: dict[tuple[bool, bool], Any] = {}
         self._lock = threading.Lock()
         self._eager_entry = entry
+        # Told the new call function whenever it changes (the program installs it).
+        self.on_new_call: Callable[[Callable[..., Any]], None] | None = None
         self.check_inputs = check_inputs
 
     def _state_value(self, spec) -> Any:
@@ -242,11 +244,16 @@ class ProgramExecutor:
     @check_inputs.setter
     def check_inputs(self, value: bool) -> None:
         self._check_inputs = bool(value)
-        self._call = self._entry(self._check_inputs) if self._eager_entry else self._first_call
+        self._set_call(self._entry(self._check_inputs) if self._eager_entry else self._first_call)
+
+    def _set_call(self, fn: Callable[..., Any]) -> None:
+        self._call = fn
+        if self.on_new_call is not None:
+            self.on_new_call(fn)
 
     def _first_call(self, *args: Any, **kwargs: Any) -> Any:
         """Generate the entry on the first pytree call (executors built with entry=False)."""
-        self._call = self._entry(self._check_inputs)
+        self._set_call(self._entry(self._check_inputs))
         return self._call(*args, **kwargs)
 
     def _entry(self, checked: bool, instrument: bool = False) -> Any:

@@ -24,7 +24,9 @@ def fresh_loading_state(monkeypatch):
             sources.append(source)
             if refuse_folders and os.path.isdir(source):
                 # what torch 2.11's loader says when handed a folder
-                raise RuntimeError("Failed to initialize zip archive: failed finding central directory")
+                raise RuntimeError(
+                    "Failed to initialize zip archive: failed finding central directory"
+                )
             return real(source, *args)
 
         monkeypatch.setattr(torch._C._aoti, "AOTIModelPackageLoader", loader)

@@ -114,7 +114,9 @@ def test_two_processes_lowering_into_one_cache_at_once(tmp_path):
 def test_a_region_that_fails_to_compile_stays_in_the_executor(tmp_path):
     bad = {"cpp.cxx": (None, "/nonexistent/g++"), "force_disable_caches": True}
     # every region fails for one cause: one warning names them all
-    with pytest.warns(RegionFallbackWarning, match=r"aoti failed to compile 4 regions \(region_0, "):
+    with pytest.warns(
+        RegionFallbackWarning, match=r"aoti failed to compile 4 regions \(region_0, "
+    ):
         prog = _lower(tmp_path, compile_options=bad)
     assert prog.partitions == [] and prog.summary.compile["failed"] == 3
     report = prog.report()
