@@ -168,6 +168,7 @@ class GraphCodegen:
         lines: list[str] = ["    _c = _clock()"] if instrument else []
         owners: list[torch.fx.Node | None] = [None] * len(lines)
         labels = self.times.labels if (instrument and self.times is not None) else []
+        unpacked: set[torch.fx.Node] = set()  # getitems a delegate call's unpacking defines
         for node in nodes:
             if (
                 node.op == "get_attr"
@@ -175,10 +176,31 @@ class GraphCodegen:
                 and all(u.target is delegate for u in node.users)
             ):
                 continue  # a lowered module: the delegate call binds its runner directly
+            if node in unpacked:
+                continue
             var = f"t{self._counter}"
             self._counter += 1
             self.var[node] = var
             statement, label = self._statement(node, var, delegate)
+            items = _unpackable(node, delegate, defined) if node.target is delegate else None
+            if items is not None:
+                # `a, b = region(...)` instead of a list and one subscript per output
+                names = []
+                for item in items:
+                    if item is None or (not item.users and item not in keep):
+                        names.append("_")
+                        continue
+                    self.var[item] = f"t{self._counter}"
+                    self._counter += 1
+                    names.append(self.var[item])
+                    unpacked.add(item)
+                    for value in release_after.pop(item, ()):
+                        if value is not node:
+                            release_after.setdefault(node, []).append(value)
+                target = names[0] + "," if len(names) == 1 else ", ".join(names)
+                statement = statement.replace(f"{var} = ", f"{target} = ", 1)
+                if "_" in names:
+                    statement += "; del _"
             if trace:
                 block = [f"    with _range({label!r}):", f"        {statement}"]
             else:
@@ -189,7 +211,7 @@ class GraphCodegen:
                 block += [
                     f"    _n = _clock(); _nanos[{index}] += _n - _c; _counts[{index}] += 1; _c = _n"
                 ]
-            if not node.users and node not in keep:
+            if not node.users and node not in keep and items is None:
                 block.append(f"    del {var}")
             released = [v for v in release_after.get(node, ()) if v in self.var]
             if released:
@@ -263,6 +285,25 @@ def _target_name(target: Any) -> str:
     if isinstance(target, OpOverload):
         return str(target)
     return getattr(target, "__name__", str(target))
+
+
+def _unpackable(
+    node: torch.fx.Node, delegate: object, defined: set[torch.fx.Node]
+) -> list[torch.fx.Node | None] | None:
+    """Per output of a delegate call, the getitem that reads it (None: unread), when
+    getitems defined here are its only users, one per output; else None."""
+    outputs = node.meta.get("val")
+    if not isinstance(outputs, (tuple, list)) or not node.users:
+        return None
+    items: list[torch.fx.Node | None] = [None] * len(outputs)
+    for user in node.users:
+        if user.target is not operator.getitem or user.kwargs or user not in defined:
+            return None
+        index = user.args[1]
+        if not isinstance(index, int) or not 0 <= index < len(items) or items[index] is not None:
+            return None
+        items[index] = user
+    return items
 
 
 def _as_tuple(value: Any) -> tuple:

@@ -50,6 +50,39 @@ def test_delegate_nodes_call_their_runner_with_a_flat_list():
     torch.testing.assert_close(result, t * 2)
 
 
+def test_a_delegate_call_unpacks_its_outputs_and_drops_the_unread_one():
+    import operator
+
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    call = graph.call_function(
+        torch.ops.higher_order.executorch_call_delegate, ("region_0-test", x)
+    )
+    call.meta["val"] = (None, None, None)  # three outputs; the middle one is never read
+    first = graph.call_function(operator.getitem, (call, 0))
+    last = graph.call_function(operator.getitem, (call, 2))
+    released = []
+
+    def add_once_released(a, b):
+        assert released, "the unread output is still alive"
+        return a + b
+
+    graph.output((graph.call_function(add_once_released, (first, last)),))
+
+    class Tracked(torch.Tensor):
+        def __del__(self):
+            released.append(True)
+
+    def runner(inputs):
+        unread = torch.zeros(1).as_subclass(Tracked)
+        return [inputs[0], unread, inputs[0] * 2]
+
+    plan = build_plan(graph, {"region_0-test": runner})
+    assert "t1, _, t2 = " in plan.source and "del _" in plan.source
+    (result,) = plan.fn([torch.ones(2)])
+    torch.testing.assert_close(result, torch.full((2,), 3.0))
+
+
 def test_missing_runner_is_reported():
     graph = torch.fx.Graph()
     x = graph.placeholder("x")
