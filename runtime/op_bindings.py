@@ -8,7 +8,7 @@ from the argument types, and a composite op may decompose on the way, so a
 binding is used for a node only after a probe shows that, called with
 arguments of that node's kinds, it dispatches exactly the node's overload and
 nothing else. Nodes that fail the probe, or that it cannot build arguments
-for (symbolic sizes, opaque objects), keep ``_op``.
+for (opaque objects, sizes without an example value), keep ``_op``.
 """
 
 from __future__ import annotations
@@ -36,21 +36,35 @@ class _Record(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+_PLAIN = (bool, int, float, str, torch.dtype, torch.device, torch.layout, torch.memory_format)
+
+
+def _hint(size: Any) -> Any:
+    """A size as a plain int: symbolic ones by their example value (a binding picks
+    the overload by argument kinds, never by sizes), or _SKIP without one."""
+    if isinstance(size, torch.SymInt):
+        hint = size.node.hint
+        return hint if isinstance(hint, int) else _SKIP
+    return size
+
+
 def _stand_in(value: Any) -> Any:
     """A meta-device argument of the same kind as a node argument, or _SKIP."""
     if isinstance(value, torch.fx.Node):
         value = value.meta.get("val")
+        if isinstance(value, torch.SymInt):
+            return _hint(value)
         if not isinstance(value, torch.Tensor):
             return _SKIP
-        if any(isinstance(s, torch.SymInt) for s in (*value.shape, *value.stride())):
+        sizes = [_hint(s) for s in (*value.shape, *value.stride())]
+        if any(s is _SKIP for s in sizes):
             return _SKIP
-        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
+        rank = value.dim()
+        return torch.empty_strided(sizes[:rank], sizes[rank:], dtype=value.dtype, device="meta")
     if isinstance(value, (list, tuple)):
         items = [_stand_in(v) for v in value]
         return _SKIP if any(i is _SKIP for i in items) else type(value)(items)
-    if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device)):
-        return value
-    if isinstance(value, (torch.layout, torch.memory_format)):
+    if value is None or isinstance(value, _PLAIN):
         return value
     return _SKIP
 

@@ -194,9 +194,8 @@ class GraphCodegen:
                     self._counter += 1
                     names.append(self.var[item])
                     unpacked.add(item)
-                    for value in release_after.pop(item, ()):
-                        if value is not node:
-                            release_after.setdefault(node, []).append(value)
+                    # the getitem's one input is the call, which gets no name of its own
+                    release_after.pop(item, None)
                 target = names[0] + "," if len(names) == 1 else ", ".join(names)
                 statement = statement.replace(f"{var} = ", f"{target} = ", 1)
                 if "_" in names:

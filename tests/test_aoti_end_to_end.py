@@ -2,6 +2,7 @@
 
 import copy
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import fxdelegate
 from fxdelegate.demo import demo_inputs
 from fxdelegate.errors import InputMismatchError
 from fxdelegate.runtime.archive import archive_members, read_metadata
+from fxdelegate.runtime.op_bindings import python_binding
 from models import Counter, nested_inputs
 
 pytestmark = pytest.mark.aoti
@@ -39,6 +41,23 @@ def test_demo_matches_eager_at_three_batch_sizes(demo_aoti, demo_model):
         for batch in (1, 37, 1024):
             args, kwargs = demo_inputs(batch)
             torch.testing.assert_close(demo_aoti(*args, **kwargs), demo_model(*args, **kwargs))
+
+
+def test_demo_calls_bindings_unpacks_regions_and_compiles_them_with_the_defaults(
+    demo_aoti, demo_model
+):
+    graph = demo_aoti.exported_program.graph
+    gelus = [n for n in graph.nodes if n.target is torch.ops.aten.gelu.default]
+    # dynamic batch: the probe stands in with the example sizes
+    assert gelus and all(python_binding(n) is torch._C._nn.gelu for n in gelus)
+    assert re.search(r"t\d+, t\d+ = _d\d+\(\[", demo_aoti.generated_code)
+    specs = {
+        tuple(m.compile_specs) for _, m in demo_aoti.exported_program.graph_module.named_children()
+    }
+    assert specs == {("cpp.min_chunk_size=4096",)}
+    args, kwargs = demo_inputs(37)
+    with torch.no_grad():
+        torch.testing.assert_close(demo_aoti(*args, **kwargs), demo_model(*args, **kwargs))
 
 
 def test_out_of_range_batch_is_refused_before_running(demo_aoti):
