@@ -7,9 +7,8 @@ user inputs, the input checks, and two pieces of generated code (see
 
 * the *entry*, which is the whole call with pytree unpacking and input checks
   inlined. This is what ``executor(*args, **kwargs)`` runs;
-* the *flat plan*, ``run_graph(list) -> tuple``. It serves :meth:`run_flat`
-  (regions of the reference backend) and the generic path that the entry
-  falls back to for detailed errors.
+* the *flat plan*, ``run_graph(list) -> tuple``. It serves :meth:`run_flat`,
+  the generic path that the entry falls back to for detailed errors.
 """
 
 from __future__ import annotations
@@ -125,17 +124,9 @@ class ProgramExecutor:
         check_inputs: bool = True,
         cuda_graphs: CUDAGraphOptions | None = None,
         unrecordable: Mapping[str, str] | None = None,
-        entry: bool = True,
-        plan: GraphPlan | None = None,
     ) -> None:
         """`cuda_graphs` turns on recording (see :mod:`.cuda_graphs`); `unrecordable`
-        maps the regions a CUDA graph cannot record to the reason.
-
-        A region's runner calls only :meth:`run_flat`: with `entry=False` the
-        generated entry is built only if the executor is called the pytree way.
-        `plan` is the flat plan of `program`'s graph when the caller has one
-        (programs that share a graph share it; `runners` must then be empty).
-        """
+        maps the regions a CUDA graph cannot record to the reason."""
         self.program = program
         self.runners = dict(runners or {})
         self.in_spec, self.out_spec = _call_specs(program)
@@ -190,11 +181,7 @@ class ProgramExecutor:
                 )
 
         self._contiguous_inputs = _inputs_needing_contiguity(program, self._sources)
-        if plan is not None and self.runners:
-            raise ValueError("a shared plan cannot call delegate runners")
-        self.plan: GraphPlan = plan or build_plan(
-            program.graph, self.runners, owner=program.graph_module
-        )
+        self.plan: GraphPlan = build_plan(program.graph, self.runners, owner=program.graph_module)
         # One call at a time: compiled regions run in single-threaded containers
         # (and recorded graphs own their buffers), which must not be entered twice.
         self.call_lock = threading.Lock()
@@ -213,7 +200,6 @@ class ProgramExecutor:
             )
         self._entries: dict[tuple[bool, bool], Any] = {}
         self._lock = threading.Lock()
-        self._eager_entry = entry
         # Told the new call function whenever it changes (the program installs it).
         self.on_new_call: Callable[[Callable[..., Any]], None] | None = None
         self.check_inputs = check_inputs
@@ -244,17 +230,12 @@ class ProgramExecutor:
     @check_inputs.setter
     def check_inputs(self, value: bool) -> None:
         self._check_inputs = bool(value)
-        self._set_call(self._entry(self._check_inputs) if self._eager_entry else self._first_call)
+        self._set_call(self._entry(self._check_inputs))
 
     def _set_call(self, fn: Callable[..., Any]) -> None:
         self._call = fn
         if self.on_new_call is not None:
             self.on_new_call(fn)
-
-    def _first_call(self, *args: Any, **kwargs: Any) -> Any:
-        """Generate the entry on the first pytree call (executors built with entry=False)."""
-        self._set_call(self._entry(self._check_inputs))
-        return self._call(*args, **kwargs)
 
     def _entry(self, checked: bool, instrument: bool = False) -> Any:
         """The generated call (cached per checking mode), or the generic one."""

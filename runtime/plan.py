@@ -105,14 +105,7 @@ class GraphCodegen:
         return ", ".join(parts)
 
     def _callee(self, node: torch.fx.Node) -> str:
-        target = node.target
-        if isinstance(target, OpOverload):
-            binding = python_binding(node)
-            if binding is not None:
-                return self.bind(binding, "_op")
-            # The C++ op handle: same semantics as OpOverload.__call__, one Python frame less.
-            return self.bind(target._op, "_op")
-        return self.bind(target, "_fn")
+        return self.bind(op_callee(node), "_op" if isinstance(node.target, OpOverload) else "_fn")
 
     def body(
         self,
@@ -278,6 +271,17 @@ def build_plan(
         + "\n"
     )
     return GraphPlan(codegen.compile(source, "run_graph"), source, len(placeholders))
+
+
+def op_callee(node: torch.fx.Node) -> Callable[..., Any]:
+    """What the generated code calls for a ``call_function`` node: an ATen op's
+    Python binding where :mod:`.op_bindings` proves it runs exactly the node, else
+    its C++ op handle (the semantics of ``OpOverload.__call__``, one Python frame
+    less); any other target as it is."""
+    target = node.target
+    if isinstance(target, OpOverload):
+        return python_binding(node) or target._op
+    return target  # type: ignore[return-value]
 
 
 def _target_name(target: Any) -> str:
