@@ -1,16 +1,21 @@
-"""Which region is wrong: a per-region numerics bisect of one call.
+"""Which region or executor op is wrong: a per-step numerics bisect of one call.
 
-Two walks over the parent graph, node by node, on the same inputs:
+Two walks over the parent graph, node by node, on the same inputs and from the
+same random-generator state:
 
-* the *eager* walk runs every delegate node through its region's own graph
-  (the reference backend), so it computes what the original program computes;
-* the *delegated* walk runs the compiled regions, and at each delegate node also
-  runs the region's own graph on the very same inputs.
+* the *eager* walk runs every op as its ``OpOverload`` and every delegate node
+  through its region's own graph (the reference backend, which shares nothing
+  with the executor's fast path), so it computes what the original program does;
+* the *delegated* walk runs what the program runs: the compiled regions, and
+  each executor op through the callee the executor's generated code uses (a
+  Python binding where one was proven equal). At each step it also runs the
+  eager way on the very same inputs and random state.
 
-Each region is then judged twice: *local* error (compiled vs its own graph on
-identical inputs, so an error upstream does not smear into it) and *drift* (its
-outputs vs the eager walk's, which accumulates everything before it). Executor
-ops run the same ATen calls in both walks, so they only have drift. Nothing the
+Each step is then judged twice: *local* error (what the program ran vs the eager
+way on identical inputs, so an error upstream does not smear into it) and
+*drift* (its outputs vs the eager walk's, which accumulates everything before
+it). A region's local error is judged by a tolerance; an executor op's must be
+zero, since its fast path claims the very kernel the op runs. Nothing the
 program owns is changed: buffers and inputs that a region may write are copied.
 """
 
@@ -23,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
+from torch._ops import OpOverload
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
@@ -31,6 +37,7 @@ from fxdelegate.partitioner.report import format_table
 
 from .backend import RegionArtifact, Runner, get_runtime
 from .lowered_module import delegate_key
+from .plan import op_callee
 
 
 @dataclass
@@ -64,7 +71,9 @@ class ComparedStep:
     node: str  # the parent graph's node
     kind: str  # "region" or "executor"
     name: str  # region key ("region_2-aoti") or op ("aten.gelu.default")
-    # Region only: compiled outputs vs the region's own graph on the same inputs.
+    # What the program ran vs the eager way on the same inputs: a region's compiled
+    # code vs its own graph, an executor op's callee vs its OpOverload (None for
+    # steps with no fast path, such as Python builtins).
     local: list[ValueDifference] | None
     # Outputs vs the eager walk (the original program), everything upstream included.
     drift: list[ValueDifference]
@@ -81,6 +90,9 @@ class ComparedStep:
         return max(values, key=lambda d: (d.max_abs, d.max_rel), default=None)
 
     def within(self, rtol: float, atol: float, which: str = "local") -> bool:
+        """Within tolerance; an executor op's local error only when it is exactly zero."""
+        if which == "local" and self.kind == "executor":
+            rtol = atol = 0.0
         values = (self.local or []) if which == "local" else self.drift
         return all(d.within(rtol, atol) for d in values)
 
@@ -90,7 +102,8 @@ class ComparisonReport:
     """Per region and per executor op errors of one call, and the final outputs.
 
     ``print(report)`` gives a table; :meth:`first_divergence` names the earliest
-    region whose compiled code disagrees with its own graph beyond a tolerance.
+    step that disagrees with the eager way on its own inputs: a region beyond a
+    tolerance, an executor op by any difference.
     """
 
     steps: list[ComparedStep]
@@ -104,11 +117,11 @@ class ComparisonReport:
         return [s for s in self.steps if s.kind == "region"]
 
     def first_divergence(self, rtol: float | None = None, atol: float | None = None):
-        """The earliest region (in execution order) whose local error is past
-        tolerance, or None when every region is within it."""
+        """The earliest step (in execution order) whose local error is past tolerance
+        (an executor op's: not zero), or None when every step agrees."""
         rtol, atol = self._tolerance(rtol, atol)
-        for step in self.regions:
-            if not step.within(rtol, atol):
+        for step in self.steps:
+            if step.local is not None and not step.within(rtol, atol):
                 return step
         return None
 
@@ -135,12 +148,13 @@ class ComparisonReport:
                     _num(local.max_abs) if local else "-",
                     _num(local.max_rel) if local else "-",
                     _num(drift.max_abs) if drift else "-",
-                    ("yes" if s.within(rtol, atol) else "NO") if s.kind == "region" else "",
+                    ("yes" if s.within(rtol, atol) else "NO") if s.local is not None else "",
                 ]
             )
         lines = [
-            f"Per-step comparison (rtol={rtol:g}, atol={atol:g}; local: compiled region vs its "
-            "own graph on the same inputs; drift: vs the original program)"
+            f"Per-step comparison (rtol={rtol:g}, atol={atol:g} for regions, exact for executor "
+            "ops; local: what the program ran vs the eager way on the same inputs; drift: vs "
+            "the original program)"
         ]
         lines += format_table(rows)
         lines += ["", "Final outputs vs the original program"]
@@ -153,7 +167,11 @@ class ComparisonReport:
         first = self.first_divergence(rtol, atol)
         lines.append("")
         if first is None:
-            lines.append(f"Every region is within tolerance ({len(self.regions)} compared).")
+            ops = sum(1 for s in self.steps if s.kind == "executor" and s.local is not None)
+            lines.append(
+                f"Every region is within tolerance ({len(self.regions)} compared), and every "
+                f"executor op matches its eager call exactly ({ops} compared)."
+            )
         else:
             lines.append(f"First divergence: {first}")
         return "\n".join(lines)
@@ -202,24 +220,27 @@ def compare_program(
         ]
 
     # The eager walk: what the original program computes. Both walks run the same
-    # graph, so its nodes key both walks' values.
+    # graph, so its nodes key both walks' values, and they start from one random state.
     def run_eager(node: torch.fx.Node, inputs: list[Any]) -> list[Any]:
         key = delegate_key(node.args[0], graph_module)
         if key not in eager_runners:
             eager_runners[key] = eager_runner(key)
         return eager_runners[key](inputs)
 
+    start = _random_state()
     eager = _Walk(graph_module, run_eager)
     eager_outputs = eager.run(*fresh_inputs())
     reference_values = eager.env
+    _set_random_state(start)
 
     steps: list[ComparedStep] = []
 
     def run_compiled(node: torch.fx.Node, inputs: list[Any]) -> list[Any]:
         key = delegate_key(node.args[0], graph_module)
         expected_inputs = _copies(inputs)
-        expected = eager_runner(key)(expected_inputs)
-        actual = list(runners[key](inputs))
+        actual, expected = _alike(
+            lambda: list(runners[key](inputs)), lambda: eager_runner(key)(expected_inputs)
+        )
         local = _differences(actual, expected, "out")
         # Inputs a region writes in place must be written alike.
         for i, (before, after) in enumerate(zip(inputs, expected_inputs)):
@@ -229,25 +250,37 @@ def compare_program(
         steps.append(ComparedStep(len(steps), node.name, "region", key, local, []))
         return actual
 
-    walk = _Walk(graph_module, run_compiled)
+    def run_op(node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+        callee = op_callee(node)
+        actual, expected = _alike(
+            lambda: callee(*args, **kwargs), lambda: node.target(*args, **kwargs)
+        )
+        local = _differences([actual], [expected], "out")
+        name = describe_target(node.target)
+        steps.append(ComparedStep(len(steps), node.name, "executor", name, local, []))
+        return actual
+
+    walk = _Walk(graph_module, run_compiled, run_op)
 
     def after_node(node: torch.fx.Node, value: Any) -> None:
         if node.op != "call_function" or _is_delegate_getitem(node, delegate):
             return
         expected = reference_values[node]
-        if node.target is delegate:  # run_compiled has just added its step
+        if node.target is delegate:
             steps[-1].drift = _differences(list(value), list(expected), "out")
-            return
-        steps.append(
-            ComparedStep(
-                len(steps),
-                node.name,
-                "executor",
-                describe_target(node.target),
-                None,
-                _differences([value], [expected], "out"),
+        elif isinstance(node.target, OpOverload):  # run_op has just added its step
+            steps[-1].drift = _differences([value], [expected], "out")
+        else:
+            steps.append(
+                ComparedStep(
+                    len(steps),
+                    node.name,
+                    "executor",
+                    describe_target(node.target),
+                    None,
+                    _differences([value], [expected], "out"),
+                )
             )
-        )
 
     walk.after_node = after_node
     outputs = walk.run(*fresh_inputs())
@@ -261,15 +294,18 @@ def compare_program(
 
 
 class _Walk(torch.fx.Interpreter):
-    """Runs a parent graph node by node, delegate nodes through `run_region`."""
+    """Runs a parent graph node by node: delegate nodes through `run_region`, ATen
+    ops through `run_op` when given (else as their OpOverload)."""
 
     def __init__(
         self,
         graph_module: torch.fx.GraphModule,
         run_region: Callable[[torch.fx.Node, list[Any]], list[Any]],
+        run_op: Callable[[torch.fx.Node, tuple, dict], Any] | None = None,
     ) -> None:
         super().__init__(graph_module, garbage_collect_values=False)
         self.run_region = run_region
+        self.run_op = run_op
         self.after_node: Callable[[torch.fx.Node, Any], None] | None = None
 
     def run_node(self, n: torch.fx.Node) -> Any:
@@ -277,6 +313,10 @@ class _Walk(torch.fx.Interpreter):
             with self._set_current_node(n):
                 args, _ = self.fetch_args_kwargs_from_env(n)
                 value = self.run_region(n, list(args[1:]))
+        elif n.op == "call_function" and self.run_op and isinstance(n.target, OpOverload):
+            with self._set_current_node(n):
+                args, kwargs = self.fetch_args_kwargs_from_env(n)
+                value = self.run_op(n, args, kwargs)
         else:
             value = super().run_node(n)
         if self.after_node is not None:
@@ -285,6 +325,31 @@ class _Walk(torch.fx.Interpreter):
 
     def run(self, *args: Any) -> Any:  # type: ignore[override]
         return super().run(*args, enable_io_processing=False)
+
+
+def _random_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_random_state(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+
+
+def _alike(run: Callable[[], Any], eager: Callable[[], Any]) -> tuple[Any, Any]:
+    """`run()` and `eager()` from the same random state (a random op must draw the
+    same numbers both ways), leaving the state where `run` left it."""
+    start = _random_state()
+    actual = run()
+    end = _random_state()
+    _set_random_state(start)
+    try:
+        expected = eager()
+    finally:
+        _set_random_state(end)
+    return actual, expected
 
 
 def _is_delegate_getitem(node: torch.fx.Node, delegate: object) -> bool:

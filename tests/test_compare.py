@@ -154,3 +154,68 @@ def test_aoti_regions_compare_in_memory_and_from_an_archive(demo_aoti, tmp_path)
         text=True,
     )
     assert done.returncode == 2 and "keep_region_programs=True" in done.stderr
+
+
+class Loss(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(self.linear(x).relu(), target) * 2
+
+
+def _plant_unreduced_mse_loss(monkeypatch) -> None:
+    """The executor's code generator picks torch._C._nn.mse_loss for every mse_loss
+    node: a binding whose default is no reduction, where the schema's is the mean."""
+    from fxdelegate.runtime import plan
+
+    real = plan.python_binding
+
+    def wrong(node):
+        if node.target is torch.ops.aten.mse_loss.default:
+            return torch._C._nn.mse_loss
+        return real(node)
+
+    monkeypatch.setattr(plan, "python_binding", wrong)
+
+
+def test_compare_names_an_executor_op_whose_fast_path_is_wrong(monkeypatch):
+    model = Loss().eval()
+    args = (torch.randn(4, 8), torch.randn(4, 8))
+    ep = torch.export.export(model, args)
+    _plant_unreduced_mse_loss(monkeypatch)
+    prog = fxdelegate.lower(ep, backend="reference", exclude_ops=["aten.mse_loss"])
+    assert prog(*args).shape == (4, 8)  # the planted bug: unreduced, silently
+    report = prog.compare(*args)
+    first = report.first_divergence()
+    assert first is not None and first.kind == "executor"
+    assert first.name == "aten.mse_loss.default", report
+    assert "shape (4, 8) vs ()" in first.worst().label
+    assert not report.outputs_match()
+    assert f"First divergence: aten.mse_loss.default (node {first.node}" in str(report)
+
+
+def test_the_reference_backend_shares_no_fast_path_with_the_executor(monkeypatch):
+    """The same planted bug leaves reference regions right: they are the oracle."""
+    model = Loss().eval()
+    args = (torch.randn(4, 8), torch.randn(4, 8))
+    ep = torch.export.export(model, args)
+    _plant_unreduced_mse_loss(monkeypatch)
+    prog = fxdelegate.lower(ep, backend="reference")
+    assert [p.ops for p in prog.partitions] and "aten.mse_loss.default" in str(prog.partitions)
+    torch.testing.assert_close(prog(*args), model(*args), rtol=0, atol=0)
+    report = prog.compare(*args)
+    assert report.first_divergence() is None and report.outputs_match(rtol=0, atol=0), report
+
+
+def test_random_ops_are_compared_from_the_same_random_state():
+    class Noisy(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.dropout(x.relu(), 0.5, training=True) + torch.rand_like(x)
+
+    x = torch.randn(4, 8)
+    prog = fxdelegate.lower(torch.export.export(Noisy(), (x,)), backend="reference")
+    report = prog.compare(x)
+    assert report.first_divergence() is None and report.outputs_match(rtol=0, atol=0), report
+    assert all(d.max_abs == 0 for s in report.steps for d in s.drift), report
