@@ -18,13 +18,14 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 
 from fxdelegate.errors import InvalidArgumentError
 
+from .fake_values import misreported
 from .op_support import (
     COMPILABLE_NAMESPACES,
-    DATA_DEPENDENT_OPS,
-    RANDOM_OPS,
     OpSet,
     control_flow_bodies,
     describe_target,
+    has_data_dependent_shape,
+    is_random,
 )
 from .symbolic import SizeSource, is_derivable, size_expr, symbol_sources
 
@@ -38,6 +39,9 @@ class RejectReason(str, Enum):
     NO_TENSOR_OUTPUT = "no tensor output"
     SYMBOLIC_SCALAR = "scalar or size computation"
     DATA_DEPENDENT = "data-dependent shape"
+    NON_STRIDED = "sparse or other non-strided layout"
+    EMPTY = "zero-element tensor"
+    MISREPORTED = "reads a value whose fake metadata is wrong"
     NON_TENSOR_INPUT = "consumes a non-tensor value from the executor"
     WHOLE_TUPLE_USE = "multi-output value used without getitem"
     PRODUCER_IN_EXECUTOR = "its producer stays in the executor"
@@ -67,6 +71,41 @@ def value_kind(val: object) -> ValueKind:
     if val is None:
         return ValueKind.NONE
     return ValueKind.OTHER
+
+
+def _plain(val: object) -> bool:
+    """A strided tensor with elements, whose sizes and strides are plain ints: any
+    region may take it. (Written out where it runs once per node.)"""
+    return (
+        isinstance(val, torch.Tensor)
+        and val.layout is torch.strided
+        and not val._has_symbolic_sizes_strides
+        and val.numel() != 0
+    )
+
+
+def _empty(val: object) -> bool:
+    """A tensor (or one of a tuple's) with no elements, by its static shape. There is
+    nothing to compute, and compiled reductions over nothing can disagree with eager
+    (inductor's ``var_mean`` gives a mean of 0 where eager gives NaN)."""
+    values = val if isinstance(val, (tuple, list)) else (val,)
+    return any(
+        isinstance(v, torch.Tensor)
+        and not v._has_symbolic_sizes_strides
+        and v.layout is torch.strided
+        and v.numel() == 0
+        for v in values
+    )
+
+
+def _non_strided(val: object) -> torch.layout | None:
+    """The layout of a sparse (or other non-strided) tensor in `val`, else None: compiled
+    regions index strided memory, so such values stay in the executor."""
+    values = val if isinstance(val, (tuple, list)) else (val,)
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.layout is not torch.strided:
+            return v.layout
+    return None
 
 
 def has_unbacked_symbols(val: object) -> bool:
@@ -131,6 +170,7 @@ def judge_graph(
     verdicts: list[Verdict | None] = []
     missing: list[str] = []
     getitem = operator.getitem
+    tensor, strided = torch.Tensor, torch.strided
     for i, node in enumerate(nodes):
         index[node] = i
         try:
@@ -143,8 +183,13 @@ def judge_graph(
             ) from None
         inputs.append(ins)
         val = node.meta.get("val")
-        if isinstance(val, torch.Tensor) and not val._has_symbolic_sizes_strides:
-            as_input.append(None)  # a plain tensor: any region may read it
+        if (
+            isinstance(val, tensor)
+            and val.layout is strided
+            and not val._has_symbolic_sizes_strides
+            and val.numel()
+        ):
+            as_input.append(None)  # a plain tensor (see _plain): any region may read it
         else:
             as_input.append(_problem_as_input(node, val, sizes))
         if node.op != "call_function":
@@ -169,7 +214,49 @@ def judge_graph(
             glue.append(-1)
         verdicts.append(verdict)
         candidate.append(verdict.candidate)
+    _distrust_misreported(nodes, inputs, candidate, glue, verdicts)
     return JudgedGraph(nodes, inputs, candidate, glue, verdicts, missing)
+
+
+def _distrust_misreported(
+    nodes: list[torch.fx.Node],
+    inputs: list[list[int]],
+    candidate: list[bool],
+    glue: list[int],
+    verdicts: list[Verdict | None],
+) -> None:
+    """Candidates that would read, across a region boundary, a value whose executor
+    op's fake kernel misreports it (see :mod:`.fake_values`) stay in the executor,
+    and so do the getitems of their outputs. Repeated until nothing changes: a node
+    moved out may itself feed a region."""
+    probed: dict[int, dict[int, str]] = {}
+    changed = True
+    while changed:
+        changed = False
+        for i, ins in enumerate(inputs):
+            if not candidate[i] or glue[i] >= 0:
+                continue
+            for j in ins:
+                producer = glue[j] if glue[j] >= 0 else j
+                node = nodes[producer]
+                if candidate[producer] or node.op != "call_function":
+                    continue
+                if producer not in probed:
+                    probed[producer] = misreported(node)
+                wrong = probed[producer]
+                # a getitem reads one output, anything else all of them
+                index = nodes[j].args[1] if glue[j] >= 0 else None
+                reason = wrong.get(index) if index is not None else next(iter(wrong.values()), None)
+                if reason:
+                    detail = f"{node.name} ({describe_target(node.target)}): {reason}"
+                    verdicts[i] = Verdict(False, RejectReason.MISREPORTED, detail)
+                    candidate[i] = False
+                    changed = True
+                    for k, source in enumerate(glue):
+                        if source == i and candidate[k]:
+                            candidate[k] = False
+                            verdicts[k] = Verdict(False, RejectReason.PRODUCER_IN_EXECUTOR)
+                    break
 
 
 def judge_nodes(
@@ -223,8 +310,14 @@ class _NodeJudge:
                 and target not in self.excluded
             )
         verdict: Verdict | None
-        if ordinary and isinstance(val, torch.Tensor) and not val._has_symbolic_sizes_strides:
-            verdict = None  # the common case, decided without a call
+        if (
+            ordinary
+            and isinstance(val, _TENSOR)
+            and val.layout is _STRIDED
+            and not val._has_symbolic_sizes_strides
+            and val.numel()
+        ):
+            verdict = None  # the common case (see _plain), decided without a call
         else:
             kind = ValueKind.TENSOR if isinstance(val, torch.Tensor) else value_kind(val)
             excluded = target in self.excluded
@@ -243,15 +336,18 @@ class _NodeJudge:
                 f"support predicate raised {type(exc).__name__}: {exc}",
             )
         if not supported:
+            explain = getattr(self.support, "why_unsupported", None)
+            reason = explain(node) if callable(explain) else None
             return Verdict(
                 False,
                 RejectReason.UNSUPPORTED,
-                f"backend '{self.backend_id}': {why_unsupported(node.target)}",
+                f"backend '{self.backend_id}': {reason or why_unsupported(node.target)}",
             )
         return _CANDIDATE
 
 
 _CANDIDATE = Verdict(True)
+_TENSOR, _STRIDED = torch.Tensor, torch.strided
 
 
 def _judge_node(
@@ -283,6 +379,11 @@ def _judge_node(
         return Verdict(False, RejectReason.NO_TENSOR_OUTPUT)
     if kind is ValueKind.TENSORS and any(u.target is not operator.getitem for u in node.users):
         return Verdict(False, RejectReason.WHOLE_TUPLE_USE)
+    layout = _non_strided(val)
+    if layout is not None:
+        return Verdict(False, RejectReason.NON_STRIDED, f"its output is {layout}")
+    if _empty(val):
+        return Verdict(False, RejectReason.EMPTY, "its output has no elements")
     if has_unbacked_symbols(val):
         return Verdict(False, RejectReason.DATA_DEPENDENT, "output shape depends on tensor values")
     return None
@@ -293,6 +394,11 @@ def _problem_as_input(
 ) -> Verdict | None:
     """Why a region cannot read `arg` (whose value is `arg_val`) as an input, or None."""
     arg_kind = value_kind(arg_val)
+    layout = _non_strided(arg_val)
+    if layout is not None:
+        return Verdict(False, RejectReason.NON_STRIDED, f"input {arg.name} is {layout}")
+    if _empty(arg_val):
+        return Verdict(False, RejectReason.EMPTY, f"input {arg.name} has no elements")
     if arg_kind is ValueKind.TENSOR:
         if has_unbacked_symbols(arg_val):
             return Verdict(
@@ -332,10 +438,9 @@ def why_unsupported(target: object) -> str:
     if isinstance(target, HigherOrderOperator):
         return "higher-order op (or a control-flow body holding an unsupported op)"
     if isinstance(target, OpOverload):
-        key = target._schema.name
-        if key in RANDOM_OPS:
+        if is_random(target):
             return "random op, kept in eager to follow its RNG stream"
-        if key in DATA_DEPENDENT_OPS:
+        if has_data_dependent_shape(target):
             return "output shape depends on tensor values"
         if target.namespace not in COMPILABLE_NAMESPACES:
             return f"op namespace '{target.namespace}' has no compiled kernels"

@@ -18,7 +18,8 @@ from fxdelegate.errors import InvalidArgumentError
 OpSelector = str | OpOverload | OpOverloadPacket
 
 # Ops whose output shape depends on tensor values. Compiled regions are
-# specialised on symbolic shapes, so these run in the executor.
+# specialised on symbolic shapes, so these run in the executor (and so do ops
+# torch tags as reading values on the host: see `has_data_dependent_shape`).
 DATA_DEPENDENT_OPS = frozenset(
     {
         "aten::nonzero",
@@ -36,7 +37,8 @@ DATA_DEPENDENT_OPS = frozenset(
 )
 
 # Random ops stay in the executor so that results follow eager PyTorch's
-# generator state exactly (a compiled kernel draws from its own stream).
+# generator state exactly (a compiled kernel draws from its own stream). Besides
+# these names, every op torch tags ``nondeterministic_seeded`` (see `is_random`).
 RANDOM_OPS = frozenset(
     {
         "aten::rand",
@@ -56,6 +58,24 @@ RANDOM_OPS = frozenset(
         "aten::poisson",
     }
 )
+
+
+def is_random(target: OpOverload) -> bool:
+    """The op draws from torch's random generator: torch tags every such op
+    ``nondeterministic_seeded`` (``uniform``, ``cauchy``, ``normal``...)."""
+    return torch.Tag.nondeterministic_seeded in target.tags or target._schema.name in RANDOM_OPS
+
+
+def has_data_dependent_shape(target: OpOverload) -> bool:
+    """The op's output shape depends on tensor values (by name), or it reads tensor
+    values on the host (torch tags those ``data_dependent_output``). Not by the
+    ``dynamic_output_shape`` tag: ``aten.index.Tensor`` carries it for boolean masks,
+    but with integer indices its shape is static; a node whose shape really depends
+    on values has unbacked sizes in its ``meta["val"]``, which the partitioner reads."""
+    return (
+        torch.Tag.data_dependent_output in target.tags or target._schema.name in DATA_DEPENDENT_OPS
+    )
+
 
 # Namespaces whose ops compile without user-provided kernels.
 COMPILABLE_NAMESPACES = frozenset({"aten", "prims"})
@@ -158,7 +178,8 @@ class CompilableAtenSupport(OperatorSupportBase):
     """Default support of compiling backends: ATen/prims ops without data-dependent
     shapes or randomness, and control flow (``cond``, ``map``, ``while_loop``)
     whose bodies hold only such ops. Existing delegates and Python-level
-    builtins are not supported."""
+    builtins are not supported. A backend's own predicate can refuse more,
+    with its reason (see :meth:`why_unsupported`)."""
 
     def is_node_supported(self, submodules, node: torch.fx.Node) -> bool:  # type: ignore[override]
         target = node.target
@@ -170,8 +191,12 @@ class CompilableAtenSupport(OperatorSupportBase):
             return False
         if target.namespace not in COMPILABLE_NAMESPACES:
             return False
-        key = target._schema.name
-        return key not in DATA_DEPENDENT_OPS and key not in RANDOM_OPS
+        return not has_data_dependent_shape(target) and not is_random(target)
+
+    def why_unsupported(self, node: torch.fx.Node) -> str | None:
+        """The reason this predicate refuses `node` in particular, if it has one (the
+        report shows it; otherwise it gives the general reason for the op)."""
+        return None
 
     def _body_supported(self, body: torch.fx.GraphModule) -> bool:
         inner = dict(body.named_modules())

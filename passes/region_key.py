@@ -8,9 +8,9 @@ not:
 * the kind, shape and dtype of each input (weights are bound at load time, so
   their values are not part of the key), with size symbols renamed in order
   of first appearance and their ranges;
-* the backend id and its options, the torch and fxdelegate versions, the
-  machine's CPU architecture and vector ISA, and for CUDA regions the GPU's
-  architecture and the CUDA version.
+* the backend id, its compiler's `compile_version` and its options, the
+  torch and fxdelegate versions, the machine's CPU architecture and vector
+  ISA, and for CUDA regions the GPU's architecture and the CUDA version.
 
 Two blocks of a transformer that differ only in their weights get the same
 key, so one artifact serves both.
@@ -27,6 +27,8 @@ from typing import Any
 import sympy
 import torch
 from torch.export import ExportedProgram
+
+from fxdelegate.runtime.backend import get_compiler
 
 KEY_VERSION = 6
 
@@ -123,6 +125,14 @@ def cpu_vector_features() -> str:
     return str(torch.backends.cpu.get_cpu_capability())
 
 
+def _compile_version(backend_id: str) -> int:
+    """The backend compiler's own version of what it generates (0 if unknown)."""
+    try:
+        return get_compiler(backend_id).compile_version
+    except Exception:  # a key for a backend this process cannot compile with
+        return 0
+
+
 def _fxdelegate_version() -> str:
     from fxdelegate import __version__
 
@@ -177,6 +187,7 @@ def region_key(program: ExportedProgram, backend_id: str, options: dict[str, Any
     description = {
         "version": KEY_VERSION,
         "backend": backend_id,
+        "compiler": _compile_version(backend_id),
         "options": {k: repr(v) for k, v in sorted(options.items())},
         "graph": nodes,
         # An input the region mutates in place changes what the artifact does.

@@ -134,6 +134,9 @@ class BackendCompiler(ABC):
     # USER_INPUT_MUTATION output): buffers the region updates are then written by
     # the region itself instead of being copied back by the executor after it.
     supports_input_mutation: bool = False
+    # Part of every region's content key: raise it when the compiler starts producing
+    # different code for the same region and options, so cached artifacts are rebuilt.
+    compile_version: int = 0
 
     def is_available(self) -> bool:
         return True

@@ -27,7 +27,7 @@ from enum import Enum
 import torch
 from torch._ops import HigherOrderOperator, OpOverload
 
-from fxdelegate.partitioner.op_support import DATA_DEPENDENT_OPS, describe_target
+from fxdelegate.partitioner.op_support import describe_target, has_data_dependent_shape
 from fxdelegate.partitioner.regions import find_convex_regions
 
 
@@ -163,7 +163,7 @@ def classify_node(
             return NodeKind.HOST, ""
         if torch.Tag.cudagraph_unsafe in target.tags:
             return NodeKind.EAGER, "the op is tagged cudagraph_unsafe"
-        if node.meta.get("unbacked_bindings") or target._schema.name in DATA_DEPENDENT_OPS:
+        if node.meta.get("unbacked_bindings") or has_data_dependent_shape(target):
             return NodeKind.EAGER, "reads tensor values on the host (data-dependent output)"
     if "val" not in node.meta and isinstance(target, (OpOverload, HigherOrderOperator)):
         # Without it the device is unknown, and a host op inside a graph would not rerun.
@@ -176,6 +176,10 @@ def classify_node(
         and not isinstance(target, (OpOverload, HigherOrderOperator))
     ):
         return NodeKind.HOST, ""  # Python arithmetic on sizes and scalars
+    sparse = next((t for t in (*tensors_in, *tensors_out) if t.layout != torch.strided), None)
+    if sparse is not None:
+        # Its index and value buffers are sized by the data: no fixed addresses to replay.
+        return NodeKind.EAGER, f"reads or makes a {sparse.layout} tensor"
     reason = _device_reason(node, device, immovable)
     return (NodeKind.EAGER, reason) if reason else (NodeKind.RECORD, "")
 

@@ -5,7 +5,7 @@ does with pytree calls and loops:
 
 * it unpacks the user's pytree by position and key, checking container types
   and lengths;
-* it checks each tensor's class, dtype, device, rank, static sizes, dynamic
+* it checks each tensor's class, dtype, layout, device, rank, static sizes, dynamic
   sizes against their ranges, and equal dims;
 * it runs the graph body (:mod:`.plan`) with weights bound as globals;
 * it writes mutated buffers and inputs back, and builds the output pytree
@@ -94,6 +94,7 @@ class _EntryWriter:
                 continue
             self.fail_if(
                 f"{name}.__class__ is not {tensor} or {name}.dtype is not {cg.bind(spec.dtype, '_dtype')}"
+                f" or {name}.layout is not {cg.bind(spec.layout, '_layout')}"
                 f" or {_device_mismatch(name, spec.device, cg)}"
             )
             if all(isinstance(size, int) for size in spec.sizes):
@@ -211,7 +212,17 @@ def build_entry(
     for key, child in kwargs_structure.items():
         writer.unpack(f"kwargs[{key!r}]", child, leaf_names)
     if checker is not None:
+        first = len(writer.lines)
         writer.check_inputs(checker.specs, checker, leaf_names)
+        # A tensor whose sizes cannot be read (a nested tensor's `.shape` raises)
+        # goes to the checker, which names it; the `try` costs nothing otherwise.
+        if len(writer.lines) > first:
+            writer.lines[first:] = [
+                "    try:",
+                *("    " + line for line in writer.lines[first:]),
+                "    except RuntimeError:",
+                "        return _slow(args, kwargs)",
+            ]
 
     out_structure = pytree.tree_unflatten(list(range(out_spec.num_leaves)), out_spec)
     if graphs is not None:

@@ -2,7 +2,7 @@
 
 A compiled region trusts its inputs: a wrong dtype, rank or size can read out
 of bounds instead of failing. So the executor checks every flat user input
-against the exported placeholder metadata (dtype, device, rank, static sizes,
+against the exported placeholder metadata (layout, dtype, device, rank, static sizes,
 dynamic sizes within their ``Dim`` range and equal where the export made them
 equal) and raises :class:`InputMismatchError` naming the input.
 """
@@ -50,6 +50,7 @@ class TensorSpec:
     device: torch.device
     # Per dimension: an int (static) or a sympy expression over export symbols.
     sizes: list[int | sympy.Expr]
+    layout: torch.layout = torch.strided
 
     def describe_shape(self) -> str:
         return "[" + ", ".join(str(s) for s in self.sizes) + "]"
@@ -83,7 +84,7 @@ class InputChecker:
                         sizes.append(int(expr) if expr.is_number else expr)
                     else:
                         sizes.append(int(s))
-                specs.append(TensorSpec(name, val.dtype, val.device, sizes))
+                specs.append(TensorSpec(name, val.dtype, val.device, sizes, val.layout))
             else:
                 if isinstance(val, torch.SymInt):
                     raise NotImplementedError(f"dynamic scalar input {name} is not supported")
@@ -119,6 +120,21 @@ class InputChecker:
             raise InputMismatchError(
                 f"input {spec.name}: expected a tensor of dtype {spec.dtype} and shape "
                 f"{spec.describe_shape()}, got {_short(value)}"
+            )
+        if _dispatches_to_python(value):
+            raise InputMismatchError(
+                f"input {spec.name}: a {type(value).__name__} (a tensor subclass that runs its "
+                "ops in Python) cannot be given to compiled code; fxdelegate programs take "
+                "plain tensors (torch.Tensor, nn.Parameter)"
+            )
+        if value.is_nested:
+            raise InputMismatchError(
+                f"input {spec.name}: a nested tensor cannot be given to this program; it "
+                f"takes a tensor of layout {spec.layout} and shape {spec.describe_shape()}"
+            )
+        if value.layout != spec.layout:
+            raise InputMismatchError(
+                f"input {spec.name}: expected a tensor of layout {spec.layout}, got {value.layout}"
             )
         if value.dtype != spec.dtype:
             raise InputMismatchError(
@@ -194,6 +210,14 @@ def _solve_linear(expr, sym, got, bindings, ranges, spec, dim) -> None:
             f"got {got} ({sym} = {value})"
         )
     bindings[sym] = value
+
+
+def _dispatches_to_python(value: torch.Tensor) -> bool:
+    """A tensor subclass with its own ``__torch_dispatch__`` (a wrapper such as a fake,
+    distributed or nested tensor): it has no plain memory for compiled code to read."""
+    return type(value) not in (torch.Tensor, torch.nn.Parameter) and torch._C._dispatch_keys(
+        value
+    ).has(torch._C.DispatchKey.Python)
 
 
 def _short(value: Any) -> str:

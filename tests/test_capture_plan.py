@@ -68,6 +68,23 @@ def test_device_rules(fake):
     assert verdict["counted"][0] is NodeKind.EAGER and "counter" in verdict["counted"][1]
 
 
+def test_sparse_tensors_run_eagerly():
+    """Their index and value buffers are sized by the data (the OpInfo sweep on a GPU
+    found a recorded segment taking a sparse CSR input)."""
+    device = torch.device("cpu")  # the rule comes before any device rule
+    g = torch.fx.Graph()
+    sparse = torch.eye(3).to_sparse_csr()
+    a = _placeholder(g, "a", sparse)
+    b = _placeholder(g, "b", torch.empty(3, 2))
+    mm = _node(g, aten._sparse_mm.default, (a, b), torch.empty(3, 2), "mm")
+    relu = _node(g, aten.relu.default, (mm,), torch.empty(3, 2), "relu")
+    assert classify_node(mm, device, set(), _never) == (
+        NodeKind.EAGER,
+        "reads or makes a torch.sparse_csr tensor",
+    )
+    assert classify_node(relu, device, set(), _never) == (NodeKind.RECORD, "")
+
+
 def test_host_reads_control_flow_and_tags_run_eagerly(fake):
     g = torch.fx.Graph()
     x = _placeholder(g, "x", torch.empty(4, device="cuda"))

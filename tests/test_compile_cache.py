@@ -115,3 +115,18 @@ def test_an_input_written_in_place_changes_the_key():
     # the same graph with that output read as a plain one is another artifact
     specs[0] = type(specs[0])(OutputKind.USER_OUTPUT, specs[0].arg, None)
     assert region_key(program, "aoti", {}) != in_place
+
+
+def test_a_new_compile_version_of_the_backend_changes_every_key(monkeypatch):
+    """Cached artifacts of a compiler that now generates other code are not served."""
+    from test_outline_regions import Cache
+
+    from fxdelegate.runtime.backend import get_compiler
+
+    _, _, ctx = lowering_state(
+        Cache(), (torch.randn(1, 4), torch.tensor([3])), upto=OutlineRegionsPass
+    )
+    program = ctx.regions[0].program
+    before = region_key(program, "aoti", {})
+    monkeypatch.setattr(type(get_compiler("aoti")), "compile_version", 99)
+    assert region_key(program, "aoti", {}) != before

@@ -64,6 +64,28 @@ def test_default_support_rejects_data_dependent_random_and_non_aten():
     assert not support.is_node_supported({}, _node(torch.ops.higher_order.executorch_call_delegate))
 
 
+@pytest.mark.parametrize(
+    "op", ["uniform", "cauchy", "exponential", "geometric", "log_normal", "normal", "bernoulli"]
+)
+def test_every_op_torch_tags_random_stays_in_eager(op):
+    """Compiled code draws from a stream of its own: results would not follow the
+    seed (the OpInfo sweep found these six compiled before they were read off the
+    ``nondeterministic_seeded`` tag)."""
+    support = CompilableAtenSupport()
+    for overload in getattr(torch.ops.aten, op).overloads():
+        target = getattr(getattr(torch.ops.aten, op), overload)
+        assert not support.is_node_supported({}, _node(target)), target
+
+
+def test_indexing_with_a_static_shape_is_compiled():
+    """``aten.index.Tensor`` carries torch's ``dynamic_output_shape`` tag (for boolean
+    masks); with integer indices its shape is static and it belongs in a region."""
+    support = CompilableAtenSupport()
+    assert torch.Tag.dynamic_output_shape in torch.ops.aten.index.Tensor.tags
+    assert support.is_node_supported({}, _node(torch.ops.aten.index.Tensor))
+    assert not support.is_node_supported({}, _node(torch.ops.aten._local_scalar_dense.default))
+
+
 def test_describe_target():
     import operator
 
@@ -71,3 +93,74 @@ def test_describe_target():
     assert describe_target(operator.getitem) == "getitem"
     assert describe_target(operator.mul) == "operator.mul"
     assert describe_target(torch.ops.higher_order.cond) == "higher_order.cond"
+
+
+def test_aoti_refuses_the_ops_inductor_miscompiles_and_says_why():
+    from fxdelegate.runtime.backend import get_compiler
+
+    support = get_compiler("aoti").default_support()
+    node = _node(torch.ops.aten.fractional_max_pool3d.default)
+    assert not support.is_node_supported({}, node)
+    assert "disagrees with eager" in support.why_unsupported(node)
+    assert support.is_node_supported({}, _node(torch.ops.aten.fractional_max_pool2d.default))
+    assert support.why_unsupported(_node(torch.ops.aten.relu.default)) is None
+
+
+def _valued(target, value):
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    x.meta["val"] = value
+    node = graph.call_function(target, (x,))
+    node.meta["val"] = value
+    return node
+
+
+def test_aoti_refuses_what_it_computes_wrongly_on_one_device_only_there():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from fxdelegate.runtime.backend import get_compiler
+
+    support = get_compiler("aoti").default_support()
+    aten = torch.ops.aten
+    with FakeTensorMode():
+        on = {d: torch.empty(3, dtype=torch.complex64, device=d) for d in ("cpu", "cuda")}
+        bf16 = {d: torch.empty(3, dtype=torch.bfloat16, device=d) for d in ("cpu", "cuda")}
+    assert support.is_node_supported({}, _valued(aten.neg.default, on["cpu"]))
+    node = _valued(aten.neg.default, on["cuda"])
+    assert not support.is_node_supported({}, node)
+    assert "complex tensors on CUDA" in support.why_unsupported(node)
+    assert "returns no tensor" in support.why_unsupported(
+        _valued(aten.hash_tensor.default, bf16["cuda"])
+    )
+    assert "proxy executor" in support.why_unsupported(
+        _valued(aten.hash_tensor.default, bf16["cpu"])
+    )
+
+
+def test_aoti_refuses_only_the_proxy_executor_calls_that_fail():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from fxdelegate.runtime.backend import get_compiler
+
+    support = get_compiler("aoti").default_support()
+    aten = torch.ops.aten
+
+    def node(target, dtype, *args, **kwargs):
+        graph = torch.fx.Graph()
+        with FakeTensorMode():
+            value = torch.empty(5, 3, dtype=dtype)
+        x = graph.placeholder("x")
+        x.meta["val"] = value
+        made = graph.call_function(target, (x, 0, x, x, *args), kwargs)
+        made.meta["val"] = value
+        return made
+
+    bf16, f32 = torch.bfloat16, torch.float32
+    assert "proxy executor" in support.why_unsupported(node(aten.index_add.default, bf16))
+    assert support.why_unsupported(node(aten.index_add.default, bf16, alpha=2)) is None
+    assert support.why_unsupported(node(aten.index_add.default, f32)) is None
+    assert "proxy executor" in support.why_unsupported(
+        node(aten.index_reduce.default, bf16, "mean")
+    )
+    assert support.why_unsupported(node(aten.index_reduce.default, bf16, "amax")) is None
+    assert support.why_unsupported(node(aten.index_reduce.default, f32, "mean")) is None

@@ -119,6 +119,27 @@ def test_runtime_asserts_and_size_ops_stay_in_the_executor_without_splitting():
         torch.testing.assert_close(prog(x, kk), WithAsserts()(x, kk))
 
 
+class EmptyReductions(torch.nn.Module):
+    def forward(self, empty, x):
+        var, mean = torch.var_mean(empty, unbiased=False)
+        return mean + var, x.relu() * 2, empty[:, :0].sum(0)
+
+
+def test_zero_element_tensors_stay_in_the_executor():
+    """Nothing to compute, and inductor's var_mean gives a mean of 0 where eager gives
+    NaN (found by the OpInfo sweep): ops on or into empty tensors run eagerly."""
+    args = (torch.empty(0, 3), torch.randn(4, 3))
+    result = partition_graph(_prepared(EmptyReductions(), args).graph_module)
+    empty = {r.node.name for r in result.rejected if r.reason is RejectReason.EMPTY}
+    assert {"var_mean"} <= empty, [(r.node.name, r.explain()) for r in result.rejected]
+    aten = torch.ops.aten
+    delegated = {n.target for p in result.partitions for n in p.nodes}
+    assert delegated == {aten.add.Tensor, aten.relu.default, aten.mul.Tensor}  # none empty
+    prog = fxdelegate.lower(torch.export.export(EmptyReductions(), args), backend="reference")
+    for got, want in zip(prog(*args), EmptyReductions()(*args)):
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
 DETERMINISM = """
 import json, sys
 sys.path.insert(0, "tests")
@@ -149,3 +170,31 @@ def test_same_regions_whatever_the_hash_seed():
         outputs.add(result.stdout)
         assert len(json.loads(result.stdout)) > 10
     assert len(outputs) == 1
+
+
+class BatchNormUpdate(torch.nn.Module):
+    def forward(self, x, weight, bias, mean, var):
+        out = torch.ops.aten._batch_norm_with_update(x, weight, bias, mean, var, 0.5, 1e-5)[0]
+        return out.relu()
+
+
+def test_a_value_whose_fake_metadata_is_wrong_never_enters_a_region():
+    """torch 2.13's fake kernel says the functional batch norm returns its running
+    statistics in float32; for bfloat16 inputs the CPU kernel returns bfloat16. A
+    region compiled from the fake metadata would read them as float32 (the OpInfo
+    sweep found running statistics of 7.7e31): the readers stay in the executor."""
+    bf16 = torch.bfloat16
+    x, weight, bias, mean = (torch.randn(*s, dtype=bf16) for s in ((4, 3), (3,), (3,), (3,)))
+    args = (x, weight, bias, mean, torch.rand(3, dtype=bf16))
+    prog = fxdelegate.lower(torch.export.export(BatchNormUpdate(), args), backend="reference")
+    reasons = {op.node: op.reason for op in prog.summary.executor_ops}
+    copies = [r for name, r in reasons.items() if name.startswith("_to_copy")]
+    assert len(copies) == 2 and all(
+        r.startswith("reads a value whose fake metadata is wrong") and "float32" in r
+        for r in copies
+    ), reasons
+    assert any("relu" in op for p in prog.partitions for op in p.ops)  # the rest is delegated
+    got, want = [t.clone() for t in args], [t.clone() for t in args]
+    torch.testing.assert_close(prog(*got), BatchNormUpdate()(*want), rtol=0, atol=0)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the running statistics too

@@ -9,6 +9,7 @@ import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import ExportGraphSignature, InputKind, InputSpec
 from torch.export.pt2_archive._package import package_pt2
+from torch.fx.passes.operator_support import OperatorSupportBase
 
 from fxdelegate.errors import BackendCompileError
 
@@ -31,9 +32,16 @@ class AOTICompiler(BackendCompiler):
     cacheable = True
     parallel_safe = True
     supports_input_mutation = True
+    # 1: values computed from weights alone are no longer folded into the code.
+    compile_version = 1
 
     def default_options(self) -> dict[str, Any]:
         return {"cpp.min_chunk_size": MIN_ELEMENTS_PER_THREAD}
+
+    def default_support(self) -> OperatorSupportBase:
+        from .aoti_support import AOTInductorSupport
+
+        return AOTInductorSupport()
 
     def compile(
         self, region: RegionToCompile, options: dict[str, Any], workdir: str
@@ -47,8 +55,11 @@ class AOTICompiler(BackendCompiler):
             **options,
             "aot_inductor.package": True,
             "aot_inductor.package_constants_in_so": False,
-            # and out of the generated code: inductor inlines small ones as literals.
+            # and out of the generated code: inductor inlines small ones as literals,
             "always_keep_tensor_constants": True,
+            # and folds values computed from weights alone (a view of PReLU's one-element
+            # weight) into literals when all their elements are equal.
+            "joint_graph_constant_folding": False,
         }
         try:
             module = _constants_as_buffers(region.program).module()
