@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 
     compare = sub.add_parser(
         "compare",
-        help="run a saved program once and compare every region with its own graph "
-        "(exit 1 when one diverges)",
+        help="run a saved program once and compare every region with its own graph and "
+        "every executor op with its eager call (exit 1 when one diverges)",
     )
     compare.add_argument("path", help="an archive saved with keep_region_programs=True")
     compare.add_argument(

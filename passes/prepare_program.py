@@ -91,7 +91,7 @@ def prepare(ep: ExportedProgram) -> PreparedProgram:
     if not _is_functional(ep):
         prepared = _functionalized(ep, prepared)
     graph = prepared.graph_module.graph
-    _drop_eval_dropout(graph)
+    _drop_eval_dropout(graph, prepared.graph_signature)
     graph.eliminate_dead_code()
     prepared.graph_module.recompile()
     return prepared
@@ -147,14 +147,18 @@ _DROPOUTS = {
 }
 
 
-def _drop_eval_dropout(graph: torch.fx.Graph) -> None:
+def _drop_eval_dropout(graph: torch.fx.Graph, signature: ExportGraphSignature) -> None:
     for node in list(graph.nodes):
         if not (isinstance(node.target, OpOverload) and node.target._schema.name in _DROPOUTS):
             continue
         train = node.kwargs.get("train", node.args[2] if len(node.args) > 2 else None)
         if train is False:  # eager returns the input itself
-            node.replace_all_uses_with(node.args[0])
+            source = node.args[0]
+            node.replace_all_uses_with(source)
             graph.erase_node(node)
+            for spec in signature.output_specs:  # the program may return it as it is
+                if getattr(spec.arg, "name", None) == node.name:
+                    spec.arg.name = source.name
 
 
 def _copy_program(ep: ExportedProgram) -> PreparedProgram:

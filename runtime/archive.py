@@ -43,6 +43,7 @@ from .archive_checks import (
     check_region_files,
 )
 from .archive_payloads import MappedArchive, read_payloads
+from .archive_specs import portable_specs, restore_specs
 from .backend import RegionArtifact, get_runtime
 
 METADATA_MEMBER = "extra/fxdelegate.json"
@@ -93,6 +94,11 @@ def write_archive(
                 stored[source] = artifact.key
                 region_members += _region_members(artifact, runtime.archive_dir, artifact.key)
             package_keys[artifact.key] = stored[source]
+    structseqs = {}
+    for name, stored_program in programs.items():
+        programs[name], replaced = portable_specs(stored_program)
+        if replaced:
+            structseqs[name] = replaced
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -109,14 +115,26 @@ def write_archive(
             }
             for a in artifacts
         ],
+        **({"structseq_specs": structseqs} if structseqs else {}),
         **metadata,
     }
     tmp = path + ".partial"
-    with PT2ArchiveWriter(tmp) as writer:
-        _package_exported_programs(writer, programs)
-        for name, data in region_members:
-            writer.write_bytes(name, data)
-        writer.write_string(METADATA_MEMBER, json.dumps(meta, indent=1))
+    try:
+        with PT2ArchiveWriter(tmp) as writer:
+            try:
+                _package_exported_programs(writer, programs)
+            except Exception as exc:
+                raise ArchiveError(
+                    "torch's program serializer (the one torch.export.save uses) cannot write "
+                    f"this program: {type(exc).__name__}: {exc}"
+                ) from exc
+            for name, data in region_members:
+                writer.write_bytes(name, data)
+            writer.write_string(METADATA_MEMBER, json.dumps(meta, indent=1))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     os.replace(tmp, path)
 
 
@@ -196,6 +214,9 @@ def read_archive(path: str | os.PathLike[str]) -> ArchiveContents:
         with PT2ArchiveReader(path) as reader:
             for name in (model, *stored):
                 programs[name] = _read_program(reader, mapped, name, set(names), path)
+                restore_specs(
+                    programs[name], metadata.get("structseq_specs", {}).get(name, {}), path
+                )
     except ArchiveError:
         raise
     except Exception as exc:

@@ -161,6 +161,9 @@ def _read(reader, mapped, config_file, base_dir, names, params) -> dict[str, Any
             raise ArchiveError(f"{mapped.path}: {what} points at {record}, which is missing")
         tensor = mapped.tensor(reader, record, payload.tensor_meta, what)
         if params and payload.is_param:
-            tensor = torch.nn.Parameter(tensor, requires_grad=False)
+            # As exported: some kernels pick their algorithm by requires_grad (matmul
+            # folds batch dimensions only without it), so a loaded program computes
+            # bit for bit what the program did only if the flag comes back too.
+            tensor = torch.nn.Parameter(tensor, requires_grad=payload.tensor_meta.requires_grad)
         out[fqn] = tensor
     return out

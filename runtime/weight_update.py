@@ -64,7 +64,7 @@ def plan_weight_update(
         with torch.no_grad():
             fresh.copy_(value)
         updates[fqn] = (
-            torch.nn.Parameter(fresh, requires_grad=False)
+            torch.nn.Parameter(fresh, requires_grad=old.requires_grad)  # see archive_payloads
             if isinstance(old, torch.nn.Parameter)
             else fresh
         )

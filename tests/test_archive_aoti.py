@@ -99,3 +99,31 @@ def test_loading_writes_only_inside_a_private_temp_folder(demo_archive, tmp_path
     (entry,) = eval(result.stdout.strip().splitlines()[-1])
     assert entry.startswith("fxdelegate-")  # everything AOTInductor extracted lives in there
     assert os.listdir(tmp) == []  # and it is gone once the process ends
+
+
+class UniformWeights(torch.nn.Module):
+    """Weights whose elements are all equal, as freshly made ones often are: PReLU's
+    single 0.25, a LayerNorm's ones and zeros. Inductor folds values computed from
+    such weights into literals unless told not to; a region must read them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = torch.nn.PReLU()
+        self.norm = torch.nn.LayerNorm(8)
+        self.scale = torch.nn.Parameter(torch.full((8,), 2.0))
+
+    def forward(self, x):
+        return self.norm(self.act(x)) * self.scale.view(1, 8)
+
+
+def test_weights_of_equal_elements_are_read_not_folded_into_the_code(tmp_path):
+    model = UniformWeights().eval()
+    x = torch.randn(4, 8)
+    prog = fxdelegate.lower(torch.export.export(model, (x,)), strict=True)
+    torch.testing.assert_close(prog(x), model(x))
+    new = {name: torch.randn_like(p) for name, p in model.named_parameters()}
+    prog.update_weights(new)
+    model.load_state_dict(new)
+    torch.testing.assert_close(prog(x), model(x))
+    prog.save(tmp_path / "uniform.pt2")
+    torch.testing.assert_close(fxdelegate.load(tmp_path / "uniform.pt2")(x), model(x))
