@@ -6,6 +6,7 @@ objects, so predicates written for other projects plug in unchanged.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Iterable
 
@@ -60,12 +61,15 @@ RANDOM_OPS = frozenset(
 )
 
 
+# Cached per op: asked for every node of graphs with tens of thousands of them.
+@functools.cache
 def is_random(target: OpOverload) -> bool:
     """The op draws from torch's random generator: torch tags every such op
     ``nondeterministic_seeded`` (``uniform``, ``cauchy``, ``normal``...)."""
     return torch.Tag.nondeterministic_seeded in target.tags or target._schema.name in RANDOM_OPS
 
 
+@functools.cache
 def has_data_dependent_shape(target: OpOverload) -> bool:
     """The op's output shape depends on tensor values (by name), or it reads tensor
     values on the host (torch tags those ``data_dependent_output``). Not by the

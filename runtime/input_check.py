@@ -121,16 +121,17 @@ class InputChecker:
                 f"input {spec.name}: expected a tensor of dtype {spec.dtype} and shape "
                 f"{spec.describe_shape()}, got {_short(value)}"
             )
+        # before the subclass check: a jagged nested tensor is also a Python subclass
+        if value.is_nested:
+            raise InputMismatchError(
+                f"input {spec.name}: a nested tensor cannot be given to this program; it "
+                f"takes a tensor of layout {spec.layout} and shape {spec.describe_shape()}"
+            )
         if _dispatches_to_python(value):
             raise InputMismatchError(
                 f"input {spec.name}: a {type(value).__name__} (a tensor subclass that runs its "
                 "ops in Python) cannot be given to compiled code; fxdelegate programs take "
                 "plain tensors (torch.Tensor, nn.Parameter)"
-            )
-        if value.is_nested:
-            raise InputMismatchError(
-                f"input {spec.name}: a nested tensor cannot be given to this program; it "
-                f"takes a tensor of layout {spec.layout} and shape {spec.describe_shape()}"
             )
         if value.layout != spec.layout:
             raise InputMismatchError(

@@ -119,6 +119,6 @@ def test_sparse_inputs_stay_in_the_executor_with_their_reason_and_are_checked():
 @pytest.mark.parametrize("layout", [torch.strided, torch.jagged], ids=["strided", "jagged"])
 def test_nested_tensors_are_refused_by_name(prog, layout):
     nested = torch.nested.nested_tensor([torch.randn(4, 3), torch.randn(4, 3)], layout=layout)
-    (x, y), kwargs = ok()
-    with pytest.raises(InputMismatchError, match=r"input args\[1\]: a nested tensor|NestedTensor"):
+    (x, _y), kwargs = ok()
+    with pytest.raises(InputMismatchError, match=r"input args\[1\]: a nested tensor"):
         prog(x, nested, **kwargs)
