@@ -24,7 +24,8 @@ class RegionSummary:
     num_outputs: int
     owned_state: list[str] = field(default_factory=list)
     owned_bytes: int = 0
-    # With a remote cache: "local hit", "remote hit", "compiled" or "compiled, published".
+    # With a remote cache: "local hit", "local hit, published" (the store lacked it),
+    # "remote hit", "compiled" or "compiled, published".
     compile: str = ""
 
     @property
@@ -50,6 +51,9 @@ class LoweringSummary:
     compile: dict[str, Any] | None = None
     # Passes of the user's that ran in the pipeline: name, position, modified, checks.
     user_passes: list[dict[str, Any]] | None = None
+    # Regions a backend failed to compile (their nodes went on to the next backend or
+    # stayed in the executor), each with ``compile = "failed: <error>"``.
+    failed_regions: list[RegionSummary] | None = None
 
     @property
     def delegated_nodes(self) -> int:
@@ -71,6 +75,7 @@ class LoweringSummary:
             graph=data.get("graph"),
             compile=data.get("compile"),
             user_passes=data.get("user_passes"),
+            failed_regions=[RegionSummary(**r) for r in data.get("failed_regions") or []] or None,
         )
 
     @property
@@ -98,8 +103,10 @@ class LoweringSummary:
             "",
             "Regions",
         ]
-        mixed = len({r.backend_id for r in self.regions}) > 1
-        sourced = any(r.compile for r in self.regions)
+        failed = self.failed_regions or []
+        shown = self.regions + failed
+        mixed = len({r.backend_id for r in shown}) > 1
+        sourced = any(r.compile for r in shown)
         header = ["region", "backend", "nodes", "inputs", "outputs", "weights", "compile", "ops"]
         keep = [
             i
@@ -107,12 +114,12 @@ class LoweringSummary:
             if (h != "backend" or mixed) and (h != "compile" or sourced)
         ]
         rows = [[header[i] for i in keep]]
-        for r in self.regions:
+        for r in shown:
             ops = ", ".join(f"{_short_op(op)} x{n}" for op, n in r.ops.items())
-            cells = [r.name, r.backend_id, str(r.size), str(r.num_inputs), str(r.num_outputs)]
-            cells += [_bytes(r.owned_bytes), r.compile or "-", ops]
+            cells = [r.name, r.backend_id, str(r.size), _count(r.num_inputs), _count(r.num_outputs)]
+            cells += [_bytes(r.owned_bytes), _short(r.compile) or "-", ops]
             rows.append([cells[i] for i in keep])
-        lines += format_table(rows) if self.regions else ["  (none)"]
+        lines += format_table(rows) if shown else ["  (none)"]
         lines += ["", f"Executor ops ({self.executor_compute_nodes})"]
         rows = [["node", "op", "reason"]]
         for op in self.executor_ops:
@@ -138,6 +145,7 @@ class LoweringSummary:
                     if "remote_hits" in c and "published" in c
                     else ""
                 )
+                + (f" ({c['shared']} local, published to the store)" if c.get("shared") else "")
                 + f", {c['compiled']} compiled"
                 + (f" ({c['published']} published)" if "published" in c else "")
                 + f", {c['failed']} failed ({c['seconds']} s)",
@@ -194,6 +202,14 @@ def _bytes(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return f"{n} B"
+
+
+def _count(n: int) -> str:
+    return str(n) if n >= 0 else "-"  # -1: not known (a region that failed to compile)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def format_table(rows: list[list[str]]) -> list[str]:

@@ -29,7 +29,7 @@ from .context import LoweringContext, RegionRecord, get_context
 from .fleet_compile import compile_across_fleet
 from .outline_regions import constant_name
 from .parallel_compile import CompileJob, compile_jobs, default_workers
-from .region_cache import COMPILED, LOCAL_HIT, PUBLISHED, REMOTE_HIT, RegionCache
+from .region_cache import COMPILED, LOCAL_HIT, PUBLISHED, REMOTE_HIT, SHARED, RegionCache
 from .region_key import region_key
 from .remote_cache import RemoteCache
 from .tag_regions import REGION_TAG
@@ -172,7 +172,7 @@ class LowerRegionsPass(PassBase):
         ctx.compile_stats = {
             "regions": len(lowered) + len(ctx.failed_regions),
             "distinct": len(groups),
-            "cache_hits": counts[LOCAL_HIT] + counts[REMOTE_HIT],
+            "cache_hits": counts[LOCAL_HIT] + counts[SHARED] + counts[REMOTE_HIT],
             "compiled": counts[COMPILED] + counts[PUBLISHED],
             "failed": len(failures),
             "seconds": round(time.perf_counter() - start, 2),
@@ -180,6 +180,7 @@ class LowerRegionsPass(PassBase):
         if cache is not None and cache.remote is not None:
             ctx.compile_stats["remote_hits"] = counts[REMOTE_HIT]
             ctx.compile_stats["published"] = counts[PUBLISHED]
+            ctx.compile_stats["shared"] = counts[SHARED]
         return PassResult(graph_module, False)
 
     def ensures(self, graph_module: torch.fx.GraphModule) -> None:

@@ -48,7 +48,32 @@ def summarize(result: LoweringResult, known: dict[str, RegionSummary]) -> Loweri
         snapshot,
         result.compile_stats or None,
         user_passes=[run.to_dict() for run in result.user_passes] or None,
+        failed_regions=_failed_regions(result) or None,
     )
+
+
+def _failed_regions(result: LoweringResult) -> list[RegionSummary]:
+    """The Regions table's rows for regions a backend failed to compile."""
+    rows = []
+    for run in result.runs:
+        if run.partition_result is None:
+            continue
+        by_name = {p.name: p for p in run.partition_result.partitions}
+        for name, error in run.failed_regions.items():
+            partition = by_name[name]
+            rows.append(
+                RegionSummary(
+                    name=name,
+                    backend_id=run.backend_id,
+                    nodes=[n.name for n in partition.compute_nodes],
+                    ops=partition.op_histogram(),
+                    # (its nodes may since be in a later backend's region: not counted)
+                    num_inputs=-1,
+                    num_outputs=-1,
+                    compile=f"failed: {error}",
+                )
+            )
+    return rows
 
 
 def _update_snapshot(

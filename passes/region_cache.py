@@ -2,7 +2,9 @@
 
 Two tiers: the local folder first (:mod:`.compile_cache`), then the remote
 store (:mod:`.remote_cache`). A remote hit is written to the local folder; a
-fresh compile is stored in both.
+fresh compile is stored in both; a local hit the store lacks (the folder was
+filled before the machine joined the fleet, or the store's copy expired) is
+published, so that the fleet compiles a region once whichever way it was made.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .compile_cache import CompileCache
 from .remote_cache import RemoteCache
 
 LOCAL_HIT = "local hit"
+SHARED = "local hit, published"
 REMOTE_HIT = "remote hit"
 COMPILED = "compiled"
 PUBLISHED = "compiled, published"
@@ -39,7 +42,9 @@ class RegionCache:
         if self.local is not None:
             entry = self.local.get(key)
             if entry is not None:
-                return self._artifact(key, entry.package_path, entry.meta), LOCAL_HIT
+                shared = self._share(key, entry.package_path, entry.meta)
+                artifact = self._artifact(key, entry.package_path, entry.meta)
+                return artifact, SHARED if shared else LOCAL_HIT
         artifact = self.lookup_remote(key)
         return (artifact, REMOTE_HIT) if artifact is not None else None
 
@@ -76,6 +81,13 @@ class RegionCache:
                 if self.remote.put(key, f.read(), meta):
                     return PUBLISHED
         return COMPILED
+
+    def _share(self, key: str, path: str, meta: dict) -> bool:
+        """Publish a local entry the remote store lacks; True when it did."""
+        if self.remote is None or self.remote.down or self.remote.has(key):
+            return False
+        with open(path, "rb") as f:
+            return self.remote.put(key, f.read(), meta)
 
     def _artifact(self, key: str, path: str, meta: dict) -> RegionArtifact:
         return RegionArtifact(

@@ -5,6 +5,7 @@ import torch
 
 import fxdelegate
 from fxdelegate.errors import BackendCompileError, BackendError
+from fxdelegate.partitioner.report import LoweringSummary
 from fxdelegate.passes import LowerRegionsPass
 from fxdelegate.runtime import BackendCompiler, BackendRuntime, RegionArtifact, register_backend
 from fxdelegate.runtime.backends.reference import ReferenceRuntime
@@ -117,6 +118,13 @@ def test_compile_failure_falls_back_to_the_executor_or_raises_when_strict():
     torch.testing.assert_close(prog(x), model(x))
     report = prog.report()
     assert "region_0 failed to compile (BackendCompileError: cannot compile region_0)" in report
+    # The Regions table lists them too, and the summary saved in an archive keeps them.
+    table = report.split("Regions\n")[1].split("\n\n")[0]
+    for name in ("region_0", "region_1"):
+        (row,) = [line for line in table.splitlines() if line.strip().startswith(name)]
+        assert f"failed: BackendCompileError: cannot compile {name}" in row, table
+    assert report.startswith("fxdelegate: 0 region(s)")
+    assert LoweringSummary.from_dict(prog.summary.to_dict()).format() == prog.summary.format()
     with pytest.raises(BackendCompileError, match="cannot compile region_0"):
         fxdelegate.lower(ep, backend="failing", strict=True)
 

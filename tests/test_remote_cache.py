@@ -116,6 +116,27 @@ def test_a_second_machine_compiles_nothing(server, store, compile_log, tmp_path)
     assert {r.compile for r in third.partitions} == {"local hit"}
 
 
+def test_a_local_hit_the_store_lacks_is_published(server, store, compile_log, tmp_path):
+    # A machine whose folder was filled before it joined the fleet shares what it has.
+    model, x, ep = _program()
+    alone = fxdelegate.lower(
+        ep, backend="packaged", exclude_ops=["aten.relu"], cache_dir=str(tmp_path / "first")
+    )
+    torch.testing.assert_close(alone(x), model(x))
+    assert _entries(store) == []
+    joined = _lower(server, tmp_path / "first")
+    assert {r.compile for r in joined.partitions} == {"local hit, published"}
+    assert len(_entries(store)) == REGIONS
+    assert f"({REGIONS} local, published to the store)" in joined.report()
+    before = len(_compiles(compile_log))
+    other = _lower(server, tmp_path / "second")
+    assert {r.compile for r in other.partitions} == {"remote hit"}
+    assert len(_compiles(compile_log)) == before == REGIONS
+    # Once the store has them, a local hit publishes nothing again.
+    again = _lower(server, tmp_path / "first")
+    assert {r.compile for r in again.partitions} == {"local hit"}
+
+
 def _tamper_and_relower(server, store, tmp_path, compile_log, tamper, warning, **options):
     _lower(server, tmp_path / "first")
     key = _entries(store)[0]
