@@ -164,3 +164,25 @@ def test_aoti_refuses_only_the_proxy_executor_calls_that_fail():
     )
     assert support.why_unsupported(node(aten.index_reduce.default, bf16, "amax")) is None
     assert support.why_unsupported(node(aten.index_reduce.default, f32, "mean")) is None
+
+
+def test_aoti_refuses_take_only_with_a_zero_dim_index():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from fxdelegate.runtime.backend import get_compiler
+
+    support = get_compiler("aoti").default_support()
+
+    def take(index_shape):
+        graph = torch.fx.Graph()
+        x, index = graph.placeholder("x"), graph.placeholder("index")
+        with FakeTensorMode():
+            x.meta["val"] = torch.empty(3, 4)
+            index.meta["val"] = torch.empty(index_shape, dtype=torch.int64)
+        node = graph.call_function(torch.ops.aten.take.default, (x, index))
+        node.meta["val"] = x.meta["val"].new_empty(index_shape)
+        return node
+
+    assert "0-d index" in support.why_unsupported(take(()))
+    assert support.is_node_supported({}, take(())) is False
+    assert support.why_unsupported(take((2,))) is None

@@ -1,5 +1,6 @@
 """Which nodes the ``aoti`` backend takes by default: what every compiling backend
-takes, less what AOTInductor is known to compute wrongly or to fail on at run time.
+takes, less what AOTInductor is known to compute wrongly, to fail on at run time,
+or to fail to compile.
 
 Each refusal below was found by the OpInfo/ModuleInfo sweeps
 (``tests/test_opinfo_sweep.py``, ``tests/test_moduleinfo_sweep.py``): the
@@ -44,6 +45,12 @@ def _bf16_mean(node: torch.fx.Node, tensors: list[torch.Tensor]) -> bool:
     return reduce == "mean" and any(t.dtype == torch.bfloat16 for t in tensors)
 
 
+def _zero_dim_index(node: torch.fx.Node, tensors: list[torch.Tensor]) -> bool:
+    index = node.args[1] if len(node.args) > 1 else node.kwargs.get("index")
+    val = index.meta.get("val") if isinstance(index, torch.fx.Node) else None
+    return isinstance(val, torch.Tensor) and val.dim() == 0
+
+
 # AOTInductor runs ops it has no C shim for through its "proxy executor", which
 # (torch 2.11-2.13) fails at run time with "Mismatch between ints consumed and
 # num_ints" when the node leaves a keyword-only int or Scalar argument at its
@@ -70,6 +77,12 @@ MISCOMPILED = (
     Miscompiled("aten::hash_tensor", PROXY_EXECUTOR_DEFAULTS),
     Miscompiled("aten::index_add", PROXY_EXECUTOR_DEFAULTS, when=_bf16_with_default_alpha),
     Miscompiled("aten::index_reduce", PROXY_EXECUTOR_DEFAULTS, when=_bf16_mean),
+    Miscompiled(
+        "aten::take",
+        "AOTInductor cannot compile it with a 0-d index (inductor's decomposition reads "
+        "the index as a data-dependent size and fails; torch 2.13)",
+        when=_zero_dim_index,
+    ),
 )
 _COMPLEX = (torch.complex32, torch.complex64, torch.complex128)
 

@@ -30,7 +30,7 @@ AOTI_SUBSET_OPS = (
     "erf exp fmod full_like gather hash_tensor index_add index_put index_reduce.mean index_select isnan log1p log_softmax "
     "logsumexp masked_select matmul mean narrow nonzero permute pow prod remainder rsub "
     "scatter_add sigmoid softmax sort stack std sum tanh to topk transpose uniform var "
-    "var_mean where linalg.vector_norm "
+    "var_mean where linalg.vector_norm take "
     "nn.functional.adaptive_avg_pool2d nn.functional.avg_pool2d nn.functional.batch_norm "
     "nn.functional.binary_cross_entropy nn.functional.binary_cross_entropy_with_logits "
     "nn.functional.conv2d nn.functional.conv_transpose2d nn.functional.cross_entropy "
