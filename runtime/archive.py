@@ -14,7 +14,6 @@ The metadata is JSON; nothing fxdelegate writes is unpickled on load.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -30,7 +29,7 @@ from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to
 from torch.export import ExportedProgram
 from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
 from torch.export.pt2_archive._package import _package_exported_programs
-from torch.export.pt2_archive.constants import CONSTANTS_DIR, MODELS_FILENAME_FORMAT, WEIGHTS_DIR
+from torch.export.pt2_archive.constants import MODELS_FILENAME_FORMAT
 
 from fxdelegate.errors import ArchiveError
 
@@ -123,7 +122,7 @@ def write_archive(
     try:
         with PT2ArchiveWriter(tmp) as writer:
             try:
-                _package_exported_programs(_OnceWriter(writer), programs)
+                _package_exported_programs(writer, programs)
             except Exception as exc:
                 raise ArchiveError(
                     "torch's program serializer (the one torch.export.save uses) cannot write "
@@ -137,54 +136,6 @@ def write_archive(
             os.remove(tmp)
         raise
     os.replace(tmp, path)
-
-
-class _OnceWriter:
-    """A PT2ArchiveWriter that writes each weight or constant payload once.
-
-    torch's program writer stores every program's state on its own, so a region
-    program kept beside the parent (keep_region_programs, or a backend that runs a
-    graph) would store the weights it shares with the parent a second time. Here a
-    payload whose bytes were already written is skipped, and the payload configs
-    (written after their payloads) point its entries at the first copy; a loaded
-    archive then maps one copy for both programs.
-    """
-
-    _PAYLOAD_DIRS = (WEIGHTS_DIR.rstrip("/"), CONSTANTS_DIR.rstrip("/"))
-
-    def __init__(self, writer: PT2ArchiveWriter) -> None:
-        self._writer = writer
-        self._first: dict[tuple[str, bytes], str] = {}  # (folder, sha256) -> file kept
-        self._alias: dict[str, str] = {}  # member not written -> file holding its bytes
-
-    def write_bytes(self, name: str, data: bytes) -> None:
-        folder, _, file = name.rpartition("/")
-        if folder in self._PAYLOAD_DIRS and data:
-            first = self._first.setdefault((folder, hashlib.sha256(data).digest()), file)
-            if first != file:
-                self._alias[name] = first
-                return
-        self._writer.write_bytes(name, data)
-
-    def write_string(self, name: str, text: str) -> None:
-        folder = name.rpartition("/")[0]
-        if self._alias and folder in self._PAYLOAD_DIRS and name.endswith("_config.json"):
-            config = json.loads(text)
-            for entry in config["config"].values():
-                entry["path_name"] = self._alias.get(
-                    f"{folder}/{entry['path_name']}", entry["path_name"]
-                )
-            text = json.dumps(config)
-        self._writer.write_string(name, text)
-
-    def count_prefix(self, prefix: str) -> int:
-        # torch numbers payload files by counting them: skipped ones keep their numbers
-        return self._writer.count_prefix(prefix) + sum(
-            1 for n in self._alias if n.startswith(prefix)
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._writer, name)
 
 
 def _version() -> str:

@@ -37,23 +37,6 @@ def test_reference_archive_round_trips(saved):
     assert [r["key"] for r in read_metadata(path)["regions"]] == keys
 
 
-def test_weights_shared_by_region_programs_are_stored_once(saved, tmp_path):
-    # The reference backend keeps every region's program beside the parent: their
-    # weights are the parent's, and the archive holds each payload once.
-    model, prog, path = saved
-    state = prog.exported_program.state_dict
-    assert state, "the test model needs weights"
-    param_bytes = sum(t.untyped_storage().nbytes() for t in state.values())
-    weights = sum(size for name, size in archive_members(path) if name.startswith("data/weights/"))
-    configs = sum(
-        size for name, size in archive_members(path) if name.endswith("_weights_config.json")
-    )
-    assert weights - configs <= param_bytes, (weights - configs, param_bytes)
-    loaded = fxdelegate.load(path)
-    args, kwargs = nested_inputs(3)
-    torch.testing.assert_close(loaded(*args, **kwargs), model(*args, **kwargs))
-
-
 def test_missing_and_non_archives(tmp_path):
     with pytest.raises(ArchiveError, match="does not exist"):
         fxdelegate.load(tmp_path / "nope.pt2")
