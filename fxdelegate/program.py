@@ -195,8 +195,9 @@ class DelegatedProgram:
     def save(self, path: str | os.PathLike[str], *, keep_region_programs: bool = False) -> None:
         """Write a self-contained .pt2 that `fxdelegate.load` runs without compiling.
 
-        `keep_region_programs` also stores each region's own graph (and a copy of
-        its weights), so that the loaded program can :meth:`compare` its regions.
+        `keep_region_programs` also stores each region's own graph (its weights
+        are the program's, stored once), so that the loaded program can
+        :meth:`compare` its regions.
         """
         write_archive(
             path,

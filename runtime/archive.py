@@ -4,7 +4,9 @@ Layout (the NativeRT AOTI-delegate layout, plus one metadata file)::
 
     models/model.json                 parent program; delegate nodes name "<region>-<backend>"
     models/<region>-<backend>.json    region programs of backends that run a graph
-                                      (of every region with keep_region_programs)
+                                      (of every region with keep_region_programs);
+                                      weights they share with the parent are stored
+                                      with the parent only
     data/weights/..., data/constants/...   state the executor owns
     data/aotinductor/<region>-aoti/   each AOTInductor region's compiled files
     extra/fxdelegate.json             format version, regions, report
@@ -43,6 +45,7 @@ from .archive_checks import (
     check_region_files,
 )
 from .archive_payloads import MappedArchive, read_payloads
+from .archive_shared_weights import bind_parent_weights, without_parent_weights
 from .archive_specs import portable_specs, restore_specs
 from .backend import RegionArtifact, get_runtime
 
@@ -94,6 +97,9 @@ def write_archive(
                 stored[source] = artifact.key
                 region_members += _region_members(artifact, runtime.archive_dir, artifact.key)
             package_keys[artifact.key] = stored[source]
+    regions_only = {name: p for name, p in programs.items() if name != MODEL_NAME}
+    reduced, shared = without_parent_weights(program, regions_only)
+    programs.update(reduced)
     structseqs = {}
     for name, stored_program in programs.items():
         programs[name], replaced = portable_specs(stored_program)
@@ -101,7 +107,8 @@ def write_archive(
             structseqs[name] = replaced
     meta = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        # Archives without shared weights read as before with older fxdelegate versions.
+        "format_version": FORMAT_VERSION if shared else 1,
         "fxdelegate_version": _version(),
         "torch_version": torch.__version__,
         "model": MODEL_NAME,
@@ -116,6 +123,7 @@ def write_archive(
             for a in artifacts
         ],
         **({"structseq_specs": structseqs} if structseqs else {}),
+        **({"shared_weights": shared} if shared else {}),
         **metadata,
     }
     tmp = path + ".partial"
@@ -217,6 +225,7 @@ def read_archive(path: str | os.PathLike[str]) -> ArchiveContents:
                 restore_specs(
                     programs[name], metadata.get("structseq_specs", {}).get(name, {}), path
                 )
+        bind_parent_weights(programs[model], programs, metadata.get("shared_weights"), path)
     except ArchiveError:
         raise
     except Exception as exc:

@@ -19,7 +19,10 @@ import torch
 from fxdelegate.errors import ArchiveError
 
 FORMAT_NAME = "fxdelegate"
-FORMAT_VERSION = 1
+# 2: region programs may take weights from the parent ("shared_weights"); an
+# archive without them is still written as 1.
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 # torch versions whose archives this fxdelegate reads (the writer's torch).
 SUPPORTED_TORCH = ((2, 11), (2, 14))
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -90,10 +93,10 @@ def check_metadata(metadata: Any, path: str) -> None:
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         raise ArchiveError(f"{path}: metadata is not fxdelegate metadata")
     version = metadata.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version not in READABLE_FORMAT_VERSIONS:
         raise ArchiveError(
             f"{path}: archive format version {version!r} is not supported "
-            f"(this fxdelegate reads {FORMAT_VERSION})"
+            f"(this fxdelegate reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))})"
         )
     written_by = metadata.get("torch_version")
     match = re.match(r"^(\d+)\.(\d+)", str(written_by))

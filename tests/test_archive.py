@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 import subprocess
@@ -35,6 +36,79 @@ def test_reference_archive_round_trips(saved):
     assert len(keys) >= 2 and keys == [f"region_{i}-reference" for i in range(len(keys))]
     assert {f"models/{k}.json" for k in keys} <= names
     assert [r["key"] for r in read_metadata(path)["regions"]] == keys
+
+
+def test_weights_shared_with_region_programs_are_stored_once(saved):
+    # The reference backend keeps every region's program beside the parent; their
+    # weights are the parent's tensors, stored with the parent only and shared
+    # again after loading.
+    model, prog, path = saved
+    state = prog.exported_program.state_dict
+    assert state, "the test model needs weights"
+    param_bytes = sum(t.untyped_storage().nbytes() for t in state.values())
+    payloads = sum(
+        size
+        for name, size in archive_members(path)
+        if name.startswith("data/weights/") and not name.endswith("_config.json")
+    )
+    region_weights = [t for a in prog.artifacts.values() for t in a.program.state_dict.values()]
+    assert region_weights, "the regions need weights"
+    assert payloads <= param_bytes, (payloads, param_bytes)
+    assert read_metadata(path)["shared_weights"]
+    loaded = fxdelegate.load(path)
+    parent = {t.data_ptr() for t in loaded.exported_program.state_dict.values()}
+    for artifact in loaded.artifacts.values():
+        assert {t.data_ptr() for t in artifact.program.state_dict.values()} <= parent
+    args, kwargs = nested_inputs(3)
+    torch.testing.assert_close(loaded(*args, **kwargs), model(*args, **kwargs))
+
+
+class _TwoZeroCaches(torch.nn.Module):
+    """Two buffers with equal bytes, updated in place: they must stay two buffers."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.register_buffer("k", torch.zeros(3, 4))
+        self.register_buffer("v", torch.zeros(3, 4))
+
+    def forward(self, x, pos):
+        self.k.index_copy_(0, pos, self.lin(x))
+        self.v.index_copy_(0, pos, torch.relu(x))
+        return self.k.sum(0) * 2 + self.v.sum(0)
+
+
+def test_buffers_with_equal_bytes_stay_distinct_through_save_and_load(tmp_path):
+    model = _TwoZeroCaches().eval()
+    x, pos = torch.randn(1, 4), torch.tensor([0])
+    ep = torch.export.export(copy.deepcopy(model), (x, pos))
+    prog = fxdelegate.lower(ep, backend="reference")
+    path = tmp_path / "caches.pt2"
+    prog.save(path, keep_region_programs=True)
+    loaded = fxdelegate.load(path)
+    state = loaded.exported_program.state_dict
+    assert state["k"].data_ptr() != state["v"].data_ptr()
+    for step in range(3):
+        x, pos = torch.randn(1, 4), torch.tensor([step])
+        torch.testing.assert_close(loaded(x, pos), model(x, pos))
+    torch.testing.assert_close(state["k"], model.k)
+    torch.testing.assert_close(state["v"], model.v)
+
+
+def test_shared_weights_naming_what_the_parent_lacks(saved, tmp_path):
+    _, _, path = saved
+
+    def rename_owner(meta):
+        entries = next(iter(next(iter(meta["shared_weights"].values())).values()))
+        fqn = next(iter(entries))
+        entries[fqn][1] = "no.such.weight"
+
+    broken = tmp_path / "broken.pt2"
+    _rewrite_metadata(path, broken, rename_owner)
+    with pytest.raises(
+        ArchiveError, match=r"the parent's 'no\.such\.weight', which the archive lacks"
+    ):
+        fxdelegate.load(broken)
 
 
 def test_missing_and_non_archives(tmp_path):
