@@ -45,6 +45,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from fxdelegate.partitioner.symbolic import size_expr, symbol_sources
 from fxdelegate.runtime.backend import example_value, get_compiler
+from fxdelegate.runtime.weight_update import rebound_program
 
 from .context import LoweringContext, RegionRecord, get_context
 from .region_boundary import (
@@ -186,23 +187,6 @@ def rebind_region(
     state_dict, constants = _own_weights(boundary, ctx, specs_by_name)
     record.program = rebound_program(outlined.program, state_dict, constants)
     _record_boundary(record, boundary, specs_by_name, outlined.example_inputs)
-
-
-def rebound_program(
-    program: ExportedProgram, state_dict: dict[str, torch.Tensor], constants: dict[str, object]
-) -> ExportedProgram:
-    """`program` with other weights under the same names; it shares the graph,
-    signature and everything else.
-
-    torch's own unlifting (``torch.export._unlift``) makes variants of a program
-    the same way, by copying the object and replacing fields. The constructor
-    would generate the graph's code twice more and verify again a graph that
-    was verified when `program` was made.
-    """
-    variant = copy.copy(program)
-    variant._state_dict = state_dict
-    variant._constants = constants
-    return variant
 
 
 def _own_weights(

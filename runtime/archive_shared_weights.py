@@ -7,19 +7,21 @@ would be written twice. The writer here finds the tensors a region program
 shares with the parent by identity (the same storage, offset, shape, strides
 and dtype, never by equal bytes: two zero-filled buffers are still two
 buffers), stores an empty stand-in in their place, and records which parent
-entry each one is, with its shape and dtype. The reader binds the parent's loaded tensor back,
-so after loading they are one tensor again, as they were in memory.
+entry each one is, with its shape and dtype. The reader binds the parent's
+loaded tensor back, so after loading they are one tensor again, as they were
+in memory.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from torch.export import ExportedProgram
 
 from fxdelegate.errors import ArchiveError
+
+from .weight_update import rebound_program
 
 # {region program name: {"state_dict" | "constants":
 #     {fqn: [parent kind, parent fqn, shape, dtype]}}}
@@ -38,11 +40,14 @@ def _identity(tensor: torch.Tensor) -> tuple[Any, ...]:
     )
 
 
+def _entries(program: ExportedProgram, kind: str) -> dict[str, Any]:
+    return program.state_dict if kind == "state_dict" else program.constants
+
+
 def _tensors(program: ExportedProgram, kind: str) -> dict[str, torch.Tensor]:
-    entries = program.state_dict if kind == "state_dict" else program.constants
     return {
         fqn: t
-        for fqn, t in entries.items()
+        for fqn, t in _entries(program, kind).items()
         if type(t) in (torch.Tensor, torch.nn.Parameter) and t.numel() > 0 and not t.is_meta
     }
 
@@ -73,10 +78,11 @@ def without_parent_weights(
             reduced[name] = program
             continue
         shared[name] = found
-        variant = copy.copy(program)
-        variant._state_dict = {**program.state_dict, **replaced.get("state_dict", {})}
-        variant._constants = {**program.constants, **replaced.get("constants", {})}
-        reduced[name] = variant
+        reduced[name] = rebound_program(
+            program,
+            {**program.state_dict, **replaced.get("state_dict", {})},
+            {**program.constants, **replaced.get("constants", {})},
+        )
     return reduced, shared
 
 
@@ -108,7 +114,7 @@ def bind_parent_weights(
         for kind, entries in kinds.items():
             if kind not in _KINDS or not isinstance(entries, dict):
                 raise ArchiveError(f"{path}: program {name}: malformed shared weights {kind!r}")
-            target = program.state_dict if kind == "state_dict" else program.constants
+            target = _entries(program, kind)
             for fqn, owner in entries.items():
                 target[fqn] = _parent_tensor(parent, name, fqn, owner, path)
 
@@ -120,8 +126,7 @@ def _parent_tensor(
     if not (isinstance(owner, list) and len(owner) == 4 and owner[0] in _KINDS):
         raise ArchiveError(f"{what} names its parent entry in an unexpected form {owner!r}")
     kind, parent_fqn, shape, dtype = owner
-    entries = parent.state_dict if kind == "state_dict" else parent.constants
-    tensor = entries.get(parent_fqn)
+    tensor = _entries(parent, kind).get(parent_fqn)
     if not isinstance(tensor, torch.Tensor):
         raise ArchiveError(f"{what} is the parent's {parent_fqn!r}, which the archive lacks")
     if list(tensor.shape) != shape or str(tensor.dtype).removeprefix("torch.") != dtype:

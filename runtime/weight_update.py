@@ -9,6 +9,7 @@ regions assume the strides they were compiled for.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,23 @@ import torch
 from torch.export import ExportedProgram
 
 from fxdelegate.errors import ArchiveError, InvalidArgumentError
+
+
+def rebound_program(
+    program: ExportedProgram, state_dict: dict[str, torch.Tensor], constants: dict[str, object]
+) -> ExportedProgram:
+    """`program` with other weights under the same names; it shares the graph,
+    signature and everything else.
+
+    torch's own unlifting (``torch.export._unlift``) makes variants of a program
+    the same way, by copying the object and replacing fields. The constructor
+    would generate the graph's code twice more and verify again a graph that
+    was verified when `program` was made.
+    """
+    variant = copy.copy(program)
+    variant._state_dict = state_dict
+    variant._constants = constants
+    return variant
 
 
 def current_weight(program: ExportedProgram, fqn: str) -> torch.Tensor | None:

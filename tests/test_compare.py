@@ -12,6 +12,7 @@ import torch
 import fxdelegate
 from fxdelegate.demo import demo_inputs
 from fxdelegate.errors import RegionProgramMissingError
+from fxdelegate.runtime.archive import read_metadata
 from fxdelegate.runtime.backends.reference import ReferenceCompiler, ReferenceRuntime
 
 WRONG_REGION = "region_2"
@@ -116,7 +117,7 @@ def test_a_loaded_reference_program_compares_its_regions(tmp_path):
 
 
 @pytest.mark.aoti
-def test_aoti_regions_compare_in_memory_and_from_an_archive(demo_aoti, tmp_path):
+def test_aoti_regions_compare_in_memory_and_from_an_archive(demo_aoti, demo_model, tmp_path):
     args, kwargs = demo_inputs(5)
     report = demo_aoti.compare(*args, **kwargs)
     assert len(report.regions) == len(demo_aoti.partitions)
@@ -130,6 +131,14 @@ def test_aoti_regions_compare_in_memory_and_from_an_archive(demo_aoti, tmp_path)
     demo_aoti.save(tmp_path / "kept.pt2", keep_region_programs=True)
     loaded = fxdelegate.load(tmp_path / "kept.pt2")
     assert loaded.compare(*args, **kwargs).first_divergence(rtol=1e-4, atol=1e-5) is None
+    # The kept region programs' weights are the program's, stored once and one
+    # tensor again after loading.
+    assert read_metadata(tmp_path / "kept.pt2")["shared_weights"]
+    parent = {t.data_ptr() for t in loaded.exported_program.state_dict.values()}
+    kept = [t for a in loaded.artifacts.values() for t in a.program.state_dict.values()]
+    assert kept and {t.data_ptr() for t in kept} <= parent
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(*args, **kwargs), demo_model(*args, **kwargs))
 
     # A compiled region that goes wrong after loading is named.
     key = sorted(loaded.artifacts)[1]
