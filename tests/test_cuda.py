@@ -127,3 +127,33 @@ def test_mutation_and_shared_weights_on_cuda(tmp_path):
                 torch.testing.assert_close(program(*a), reference(*b))
                 for x, y in zip(a, b):
                     torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("backend", ["reference", "aoti"])
+def test_region_programs_share_cuda_weights_through_save_and_load(backend, tmp_path):
+    # Region programs kept in the archive store CUDA weights as empty CPU stand-ins;
+    # loading binds the parent's CUDA tensors back.
+    for make, inputs in (
+        (Counter, lambda: (torch.randn(2, 4, device=CUDA), torch.zeros(4, device=CUDA))),
+        (SharedWeight, lambda: (torch.randn(3, 6, device=CUDA),)),
+    ):
+        torch.manual_seed(0)
+        eager = make().to(CUDA)
+        ep = torch.export.export(copy.deepcopy(eager), inputs())
+        prog = fxdelegate.lower(ep, backend=backend, exclude_ops=["aten.gelu"], strict=True)
+        path = tmp_path / f"{make.__name__}-{backend}.pt2"
+        prog.save(path, keep_region_programs=True)
+        loaded = fxdelegate.load(path)
+        parent = {t.data_ptr() for t in loaded.exported_program.state_dict.values()}
+        kept = [t for a in loaded.artifacts.values() for t in a.program.state_dict.values()]
+        assert kept and all(t.is_cuda for t in kept)
+        assert {t.data_ptr() for t in kept} <= parent
+        reference = copy.deepcopy(eager)
+        torch.manual_seed(1)
+        a = inputs()
+        torch.manual_seed(1)
+        b = inputs()
+        for _ in range(2):
+            torch.testing.assert_close(loaded(*a), reference(*b))
+        report = loaded.compare(*inputs())
+        assert report.first_divergence(rtol=1e-4, atol=1e-5) is None, report
