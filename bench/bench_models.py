@@ -6,7 +6,7 @@ import torch
 
 from models import GeluBlocks  # shared with the tests
 
-__all__ = ["BigIntermediates", "CheapOps", "GeluBlocks", "TinyMLP"]
+__all__ = ["BigIntermediates", "CheapOps", "ConvNet", "Fragmented", "GeluBlocks", "TinyMLP"]
 
 
 class TinyMLP(torch.nn.Module):
@@ -43,3 +43,58 @@ class BigIntermediates(torch.nn.Module):
         b = a.sum(-1)
         c = torch.nn.functional.gelu(h + 1).mean(-1)
         return b + c
+
+
+class ConvNet(torch.nn.Module):
+    """A small image classifier: four 3x3 conv -> BatchNorm -> ReLU stages, pooling, a head."""
+
+    def __init__(self, width: int = 32, classes: int = 10):
+        super().__init__()
+
+        def stage(cin: int, cout: int) -> list[torch.nn.Module]:
+            return [
+                torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                torch.nn.BatchNorm2d(cout),
+                torch.nn.ReLU(),
+            ]
+
+        self.features = torch.nn.Sequential(
+            *stage(3, width),
+            *stage(width, width),
+            torch.nn.MaxPool2d(2),
+            *stage(width, 2 * width),
+            *stage(2 * width, 2 * width),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+        )
+        self.head = torch.nn.Linear(2 * width, classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+# An op no backend can take (a custom kernel of the user's, say): it is outside the
+# namespaces the backends compile, so it stays in the executor wherever it appears.
+@torch.library.custom_op("fxdelegate_bench::soft_clip", mutates_args=())
+def soft_clip(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(-3.0, 3.0)
+
+
+@soft_clip.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+class Fragmented(torch.nn.Module):
+    """`blocks` x (a few cheap ops, then the custom op): the ops a backend cannot take
+    are scattered through the graph, so the rules cut it into many tiny regions."""
+
+    def __init__(self, blocks: int = 12, width: int = 64):
+        super().__init__()
+        self.scales = torch.nn.Parameter(torch.rand(blocks, width) + 0.5)
+        self.blocks = blocks
+
+    def forward(self, x):
+        for i in range(self.blocks):
+            x = soft_clip(torch.tanh(x * self.scales[i] + 0.1))
+        return x

@@ -236,7 +236,9 @@ def read_archive(path: str | os.PathLike[str]) -> ArchiveContents:
         runtime = _runtime(region["backend_id"], path)
         package_key = region.get("package_key") or key
         if runtime.archive_dir:
-            check_region_files(path, names, key, runtime.archive_dir, package_key)
+            check_region_files(
+                path, names, key, runtime.archive_dir, package_key, runtime.package_suffixes
+            )
         check_device(path, key, region.get("meta", {}))
         artifacts[key] = RegionArtifact(
             key,

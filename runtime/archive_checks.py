@@ -127,12 +127,19 @@ def check_metadata(metadata: Any, path: str) -> None:
 
 
 def check_region_files(
-    path: str, names: list[str], key: str, archive_dir: str, package_key: str
+    path: str,
+    names: list[str],
+    key: str,
+    archive_dir: str,
+    package_key: str,
+    suffixes: tuple[str, ...] = (".so", ".cpp"),
 ) -> None:
     prefix = f"data/{archive_dir}/{package_key}/"
     files = [n for n in names if n.startswith(prefix)]
-    if not any(n.endswith((".so", ".cpp")) for n in files):
-        raise ArchiveError(f"{path}: region {key}: its compiled library ({prefix}*.so) is missing")
+    if not any(n.endswith(tuple(suffixes)) for n in files):
+        raise ArchiveError(
+            f"{path}: region {key}: its compiled library ({prefix}*{suffixes[0]}) is missing"
+        )
 
 
 def check_device(path: str, key: str, meta: dict[str, Any]) -> None:

@@ -83,6 +83,8 @@ class BackendRuntime(ABC):
     archive_dir: str | None = None
     # True when the region's ExportedProgram must be saved (models/<key>.json).
     stores_program: bool = False
+    # A region's folder in an archive must hold a file with one of these suffixes.
+    package_suffixes: tuple[str, ...] = (".so", ".cpp")
 
     def is_available(self) -> bool:
         return True
@@ -286,4 +288,9 @@ register_backend(
     "reference",
     runtime="fxdelegate.runtime.backends.reference:ReferenceRuntime",
     compiler="fxdelegate.runtime.backends.reference:ReferenceCompiler",
+)
+register_backend(
+    "onnxruntime",
+    runtime="fxdelegate.runtime.backends.onnxruntime_runtime:OnnxRuntimeRuntime",
+    compiler="fxdelegate.runtime.backends.onnxruntime_compiler:OnnxRuntimeCompiler",
 )
