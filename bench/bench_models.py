@@ -91,10 +91,13 @@ class Fragmented(torch.nn.Module):
 
     def __init__(self, blocks: int = 12, width: int = 64):
         super().__init__()
-        self.scales = torch.nn.Parameter(torch.rand(blocks, width) + 0.5)
-        self.blocks = blocks
+        # One parameter per block: the blocks differ only in weights, so one compiled
+        # region serves them all.
+        self.scales = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.rand(width) + 0.5) for _ in range(blocks)
+        )
 
     def forward(self, x):
-        for i in range(self.blocks):
-            x = soft_clip(torch.tanh(x * self.scales[i] + 0.1))
+        for scale in self.scales:
+            x = soft_clip(torch.tanh(x * scale + 0.1))
         return x

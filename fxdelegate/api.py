@@ -22,7 +22,7 @@ from fxdelegate.partitioner.op_support import OpSelector
 from fxdelegate.partitioner.partition import check_partition_arguments
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
 from fxdelegate.passes import PassPipeline, default_cache_dir, lower_program
-from fxdelegate.passes.backend_choice import resolve_backends
+from fxdelegate.passes.backend_choice import BackendChoice, resolve_backends
 from fxdelegate.passes.lowering_summary import summarize
 from fxdelegate.passes.remote_cache import RemoteCacheOptions, resolve_remote_cache
 from fxdelegate.runtime.archive import read_archive
@@ -60,6 +60,9 @@ def lower(
     compile_workers: int | None = None,
     cuda_graphs: bool | CUDAGraphOptions = False,
     pipeline: PassPipeline | None = None,
+    plan: str = "rules",
+    measure_budget_s: float = 120.0,
+    measure_timer: Any = None,
 ) -> DelegatedProgram:
     """Partition `exported_program`, compile each region with `backend`, and return
     a callable program whose delegate nodes run the compiled regions.
@@ -90,6 +93,16 @@ def lower(
         pipeline: the passes to run, from :func:`fxdelegate.default_pipeline` (the
             default) with passes of your own inserted; each of yours is checked after it
             runs, and a broken invariant raises :class:`PassInvariantError` naming it.
+        plan: ``"rules"`` (the default): regions and backends follow the support rules
+            and the backend list's priority. ``"measure"``: each candidate (the executor,
+            each backend of the list, a few option variants) is compiled and timed on
+            every stretch of the graph the backends could take, a shortest-path search
+            picks the cheapest cover, and the result is kept only if it runs faster than
+            the rules' program (:mod:`fxdelegate.measured_plan`).
+        measure_budget_s: with ``plan="measure"``, seconds to spend measuring; stretches
+            left unmeasured when it runs out follow the rules.
+        measure_timer: with ``plan="measure"``, an object whose ``measure(candidates)``
+            returns seconds per call for a dict of callables (tests pass a fake one).
     """
     known: dict[str, RegionSummary] = {}  # regions lowered earlier, as reported then
     if isinstance(exported_program, DelegatedProgram):
@@ -112,6 +125,68 @@ def lower(
             f"got {type(pipeline).__name__}"
         )
 
+    if plan not in ("rules", "measure"):
+        raise InvalidArgumentError(f"plan must be 'rules' or 'measure', got {plan!r}")
+    if not isinstance(measure_budget_s, (int, float)) or measure_budget_s < 0:
+        raise InvalidArgumentError(
+            f"measure_budget_s must be a number of seconds >= 0, got {measure_budget_s!r}"
+        )
+
+    def lower_choices(
+        program: ExportedProgram,
+        choices: list[BackendChoice],
+        min_size: int,
+        must_compile: bool,
+        quiet_cache: bool = False,
+    ) -> DelegatedProgram:
+        return _lower_resolved(
+            program,
+            choices,
+            excluded,
+            min_size,
+            cache_dir,
+            None if quiet_cache else remote,
+            must_compile,
+            compile_workers,
+            graphs,
+            pipeline,
+            check_inputs,
+            known,
+        )
+
+    if plan == "measure":
+        from .measured_plan import lower_measured
+
+        return lower_measured(
+            exported_program,
+            backends,
+            lower_choices,
+            min_partition_size=min_partition_size,
+            exclude_ops=excluded,
+            strict=strict,
+            cache_dir=os.fspath(os.path.expanduser(cache_dir)) if cache_dir else None,
+            remote=remote,
+            budget_s=float(measure_budget_s),
+            timer=measure_timer,
+        )
+    return lower_choices(exported_program, backends, min_partition_size, strict)
+
+
+def _lower_resolved(
+    exported_program: ExportedProgram,
+    backends: list[BackendChoice],
+    excluded: OpSet,
+    min_partition_size: int,
+    cache_dir: Any,
+    remote: RemoteCacheOptions | None,
+    strict: bool,
+    compile_workers: int | None,
+    graphs: CUDAGraphOptions | None,
+    pipeline: PassPipeline | None,
+    check_inputs: bool,
+    known: dict[str, RegionSummary],
+) -> DelegatedProgram:
+    """`lower` once its arguments are checked and resolved."""
     start = time.perf_counter()
     with gc_paused():
         with _quiet_torch_internals():

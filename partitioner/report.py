@@ -54,6 +54,9 @@ class LoweringSummary:
     # Regions a backend failed to compile (their nodes went on to the next backend or
     # stayed in the executor), each with ``compile = "failed: <error>"``.
     failed_regions: list[RegionSummary] | None = None
+    # lower(..., plan="measure"): every segment's decision with the alternatives measured
+    # for it, and the chosen program timed whole against the rules' (measured_plan.py).
+    plan: dict[str, Any] | None = None
 
     @property
     def delegated_nodes(self) -> int:
@@ -76,6 +79,7 @@ class LoweringSummary:
             compile=data.get("compile"),
             user_passes=data.get("user_passes"),
             failed_regions=[RegionSummary(**r) for r in data.get("failed_regions") or []] or None,
+            plan=data.get("plan"),
         )
 
     @property
@@ -164,6 +168,8 @@ class LoweringSummary:
                     for p in self.user_passes
                 ]
             )
+        if self.plan:
+            lines += ["", *format_plan(self.plan)]
         weights = sum(r.owned_bytes for r in self.regions)
         lines += [
             "",
@@ -220,3 +226,34 @@ def format_table(rows: list[list[str]]) -> list[str]:
         cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
         out.append("  " + "  ".join(cells).rstrip())
     return out
+
+
+def format_plan(plan: dict[str, Any]) -> list[str]:
+    """The measured plan's section of the report: one row per segment decided."""
+    lines = [
+        f"Measured plan: kept the {plan['kept']} program "
+        f"({plan['measured_us']} us measured plan, {plan['rules_us']} us rules, whole calls); "
+        f"{plan['segments']} segment(s), {plan['measured_now']} candidate(s) timed now, "
+        f"{plan['cache_hits']} from the measurement cache, {plan['spent_s']} s of "
+        f"{plan['budget_s']} s"
+    ]
+    rows = [["segment", "nodes", "from .. to", "decision", "us", "alternatives (us)", "why"]]
+    for d in plan["decisions"]:
+        others = ", ".join(f"{k} {v}" for k, v in d["alternatives_us"].items())
+        rows.append(
+            [
+                d["segment"],
+                str(d["nodes"]),
+                f"{d['first']} .. {d['last']}",
+                d["choice"],
+                str(d["us"]),
+                others or "-",
+                d["why"],
+            ]
+        )
+    lines += format_table(rows)
+    if plan["unmeasured"]:
+        lines.append(
+            f"  not measured (budget spent), so following the rules: {', '.join(plan['unmeasured'])}"
+        )
+    return lines

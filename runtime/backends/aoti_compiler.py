@@ -38,6 +38,11 @@ class AOTICompiler(BackendCompiler):
     def default_options(self) -> dict[str, Any]:
         return {"cpp.min_chunk_size": MIN_ELEMENTS_PER_THREAD}
 
+    def plan_variants(self) -> list[dict[str, Any]]:
+        """Options a measured plan also times (beside the defaults): inductor's own
+        chunk size, which wins where kernels are large enough to share out."""
+        return [{"cpp.min_chunk_size": 512}]
+
     def default_support(self) -> OperatorSupportBase:
         from .aoti_support import AOTInductorSupport
 
