@@ -17,11 +17,11 @@ import os
 
 import pytest
 import torch
-
-import fxdelegate
 from baselines import whole_graph_aoti
 from bench_models import ConvNet, Fragmented, GeluBlocks
 from ratios import fmt_seconds, interleaved, median, record
+
+import fxdelegate
 
 BUDGET_S = float(os.environ.get("FXDELEGATE_MEASURE_BUDGET_S", "300"))
 CACHE = os.path.join(os.path.dirname(__file__), "..", ".cache", "fxdelegate-bench")
@@ -32,7 +32,7 @@ def _hf(name: str):
     from zoo.transformers_models import HF_ZOO, export_hf_case
 
     case = next(c for c in HF_ZOO if c.name == name)
-    eager, ep = export_hf_case(case)
+    _, ep = export_hf_case(case)
     args, kwargs = ep.example_inputs
     return ep, args, kwargs
 
