@@ -242,3 +242,18 @@ def test_a_candidate_that_fails_to_compile_is_no_candidate(fragmented, tmp_path)
     torch.testing.assert_close(prog(x), model(x))
     with pytest.raises(BackendCompileError):
         _lower(ep, timer, cache_dir=tmp_path, compile_options=broken, strict=True)
+
+
+@pytest.mark.aoti
+def test_a_measured_plan_through_real_aoti_matches_eager(tmp_path):
+    # one real AOTInductor compile per variant; the timer is fake, the compiles are not
+    model = Fragmented()
+    x = torch.randn(4, 16)
+    ep = torch.export.export(model, (x,))
+    timer = FakeTimer({"executor": 5e-6, "aoti": 2e-6, "aoti#1": 3e-6, "measured": 1e-6})
+    prog = fxdelegate.lower(
+        ep, backend="aoti", exclude_ops=["aten.sin"], plan="measure", measure_timer=timer
+    )
+    assert [d["choice"] for d in prog.summary.plan["decisions"]] == ["aoti"] * 3
+    assert {r.backend_id for r in prog.summary.regions} == {"aoti"}
+    torch.testing.assert_close(prog(x), model(x))
