@@ -137,7 +137,6 @@ def lower(
         choices: list[BackendChoice],
         min_size: int,
         must_compile: bool,
-        quiet_cache: bool = False,
     ) -> DelegatedProgram:
         return _lower_resolved(
             program,
@@ -145,7 +144,7 @@ def lower(
             excluded,
             min_size,
             cache_dir,
-            None if quiet_cache else remote,
+            remote,
             must_compile,
             compile_workers,
             graphs,

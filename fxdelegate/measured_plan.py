@@ -45,6 +45,7 @@ from fxdelegate.partitioner.plan_search import (
     Choice,
     Decision,
     Segment,
+    blocks_of,
     choose,
     segments_of,
 )
@@ -104,7 +105,7 @@ def lower_measured(
 ) -> DelegatedProgram:
     start = time.perf_counter()
     timer = timer if timer is not None else InterleavedTimer()
-    if timer is not None and not callable(getattr(timer, "measure", None)):
+    if not callable(getattr(timer, "measure", None)):
         raise InvalidArgumentError(
             f"measure_timer must have a measure(candidates) method, got {type(timer).__name__}"
         )
@@ -215,8 +216,6 @@ def _units_and_segments(
     exported_program: ExportedProgram, backends: list[BackendChoice], exclude_ops: OpSet
 ) -> tuple[dict[int, list[list[str]]], list[Segment]]:
     """Units (as blocks of node names) and their candidate segments, whole units first."""
-    from fxdelegate.partitioner.plan_search import blocks_of
-
     graph_module = prepare(exported_program).graph_module
     submodules = dict(graph_module.named_modules())
     result = partition_graph(
@@ -259,7 +258,6 @@ def _segment_programs(
         exported_program,
         [BackendChoice("reference", NodeNames(set(segment.nodes)))],
         1,
-        True,
         True,
     )
     programs = [a.program for a in outlined.artifacts.values() if a.program is not None]
