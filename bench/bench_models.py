@@ -6,7 +6,15 @@ import torch
 
 from models import GeluBlocks  # shared with the tests
 
-__all__ = ["BigIntermediates", "CheapOps", "ConvNet", "Fragmented", "GeluBlocks", "TinyMLP"]
+__all__ = [
+    "BigIntermediates",
+    "CheapOps",
+    "ConvNet",
+    "Fragmented",
+    "GeluBlocks",
+    "TinyMLP",
+    "WideMLPScan",
+]
 
 
 class TinyMLP(torch.nn.Module):
@@ -86,18 +94,42 @@ def _(x):
 
 
 class Fragmented(torch.nn.Module):
-    """`blocks` x (a few cheap ops, then the custom op): the ops a backend cannot take
-    are scattered through the graph, so the rules cut it into many tiny regions."""
+    """A backbone worth compiling, then a tail where an op no backend can take sits
+    after every cheap op (a post-processing stage with a custom kernel, say): the
+    rules cut the tail into `tail` one-op regions whose calls cost more than the
+    ops they run."""
 
-    def __init__(self, blocks: int = 12, width: int = 64):
+    def __init__(self, tail: int = 16, width: int = 64, depth: int = 6):
         super().__init__()
-        # One parameter per block: the blocks differ only in weights, so one compiled
-        # region serves them all.
+        self.depth = depth
+        # One parameter per tail block: the blocks differ only in weights, so one
+        # compiled region (and one measurement) serves them all.
         self.scales = torch.nn.ParameterList(
-            torch.nn.Parameter(torch.rand(width) + 0.5) for _ in range(blocks)
+            torch.nn.Parameter(torch.rand(width) + 0.5) for _ in range(tail)
         )
 
     def forward(self, x):
+        for _ in range(self.depth):  # pointwise work a backend fuses into one loop
+            x = torch.tanh(x * 1.5 + 0.1) * torch.sigmoid(x) + 0.25 * x
+        x = x.mean(0, keepdim=True)
         for scale in self.scales:
-            x = soft_clip(torch.tanh(x * scale + 0.1))
+            x = soft_clip(x * scale)
         return x
+
+
+class WideMLPScan(torch.nn.Module):
+    """Two stages that want different backends: a wide MLP over a small batch (its
+    weights are far larger than its activations, so it runs at memory speed where
+    the GEMM kernel streams prepacked weights) and a scan over a long sequence (a
+    layout change and running sums, where a generated loop beats a library's)."""
+
+    def __init__(self, width: int = 1024, hidden: int = 4096):
+        super().__init__()
+        self.up = torch.nn.Linear(width, hidden)
+        self.down = torch.nn.Linear(hidden, width)
+
+    def forward(self, x, seq):
+        h = self.down(torch.nn.functional.gelu(self.up(x)))  # (batch, width)
+        gate = torch.sigmoid(h.mean(0))  # (width,)
+        steps = seq.permute(2, 1, 0).contiguous()  # (channels, width, time)
+        return h, (steps * gate[:, None]).cumsum(-1)

@@ -1,7 +1,8 @@
 """plan="measure" against each single configuration, side by side on this CPU.
 
 For each model: eager (`ep.module()`), whole-graph AOTInductor, the rule-based
-plan of the backend list ["onnxruntime", "aoti"], each backend alone (rules),
+plan of the backend list ["onnxruntime", "aoti"], each backend alone (rules;
+with its defaults and with the option variant a measured plan also tries),
 and the measured plan, timed interleaved in one process. Every lowered
 program is checked against eager first, with strict=True (no fallback).
 
@@ -14,18 +15,19 @@ measures nothing again; FXDELEGATE_MEASURE_BUDGET_S sets the budget (default 300
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
 from baselines import whole_graph_aoti
-from bench_models import ConvNet, Fragmented, GeluBlocks
+from bench_models import ConvNet, Fragmented, GeluBlocks, WideMLPScan
 from ratios import fmt_seconds, interleaved, median, record
 
 import fxdelegate
 
 BUDGET_S = float(os.environ.get("FXDELEGATE_MEASURE_BUDGET_S", "300"))
 CACHE = os.path.join(os.path.dirname(__file__), "..", ".cache", "fxdelegate-bench")
-BATCH = 200  # calls per timed sample: one gc.collect per sample, not per call
+SAMPLE_S = 0.02  # seconds per timed sample: one gc.collect per sample, not per call
 
 
 def _hf(name: str):
@@ -46,14 +48,19 @@ def _plain(model: torch.nn.Module, *inputs: torch.Tensor):
 MODELS = {
     "gelu_blocks 8 x 128, batch 32": lambda: _plain(GeluBlocks(8, 128), torch.randn(32, 128)),
     "convnet 1 x 3 x 64 x 64": lambda: _plain(ConvNet(), torch.randn(1, 3, 64, 64)),
-    "fragmented 12 x 64, batch 8": lambda: _plain(Fragmented(12, 64), torch.randn(8, 64)),
+    "fragmented: backbone 256 x 64, tail of 16": lambda: _plain(
+        Fragmented(16, 64), torch.randn(256, 64)
+    ),
+    "wide MLP 1024-4096, batch 8, then scan 256 x 1024 x 4": lambda: _plain(
+        WideMLPScan(), torch.randn(8, 1024), torch.randn(256, 1024, 4)
+    ),
     "gpt2 (tiny)": lambda: _hf("gpt2"),
     "bert (tiny)": lambda: _hf("bert"),
     "llama (tiny)": lambda: _hf("llama"),
 }
 
 
-def _batched(fn, n=BATCH):
+def _batched(fn, n):
     def run():
         for _ in range(n):
             fn()
@@ -68,10 +75,17 @@ def test_measured_plan_against_single_configurations(name):
     eager = ep.module()
     expected = eager(*args, **kwargs)
     common = dict(strict=True, cache_dir=CACHE)
+    cores = os.cpu_count() or 1
     programs = {
         "rules [ort, aoti]": fxdelegate.lower(ep, backend=["onnxruntime", "aoti"], **common),
         "aoti alone": fxdelegate.lower(ep, backend="aoti", **common),
+        "aoti alone, chunk 512": fxdelegate.lower(
+            ep, backend="aoti", compile_options={"cpp.min_chunk_size": 512}, **common
+        ),
         "ort alone": fxdelegate.lower(ep, backend="onnxruntime", **common),
+        f"ort alone, {cores} threads": fxdelegate.lower(
+            ep, backend="onnxruntime", compile_options={"intra_op_num_threads": cores}, **common
+        ),
         "measured": fxdelegate.lower(
             ep,
             backend=["onnxruntime", "aoti"],
@@ -87,11 +101,14 @@ def test_measured_plan_against_single_configurations(name):
     flat = [a for a in args] + list(kwargs.values())
     fns = {"eager": lambda: eager(*args, **kwargs), "whole-graph AOTI": lambda: whole(flat)}
     fns.update({label: (lambda p=p: p(*args, **kwargs)) for label, p in programs.items()})
-    times = interleaved({k: _batched(f) for k, f in fns.items()}, rounds=15)
-    sec = {k: median(v) / BATCH for k, v in times.items()}
-    singles = ["rules [ort, aoti]", "aoti alone", "ort alone"]
+    start = time.perf_counter()
+    fns["eager"]()
+    calls = max(1, round(SAMPLE_S / (time.perf_counter() - start)))
+    times = interleaved({k: _batched(f, calls) for k, f in fns.items()}, rounds=15)
+    sec = {k: median(v) / calls for k, v in times.items()}
+    singles = [k for k in programs if k != "measured"]
     best_single = min(singles, key=sec.__getitem__)
-    best_backend = min(["aoti alone", "ort alone"], key=sec.__getitem__)
+    best_backend = min([k for k in singles if "alone" in k], key=sec.__getitem__)
     plan = programs["measured"].summary.plan
     record(
         "Measured plan (2-core CPU, one process, interleaved)",

@@ -167,6 +167,7 @@ def lower(
             remote=remote,
             budget_s=float(measure_budget_s),
             timer=measure_timer,
+            cuda_graphs=graphs is not None,
         )
     return lower_choices(exported_program, backends, min_partition_size, strict)
 

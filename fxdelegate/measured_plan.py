@@ -11,9 +11,11 @@
    key; a time budget bounds the work, and stretches left unmeasured follow
    the rules.
 3. A shortest path over each unit's cut points picks the cheapest cover.
-4. The chosen program is lowered, timed whole against the rules' program on
-   the program's example inputs, and the faster one is returned: a measured
-   plan is never slower than the default on those inputs.
+4. The chosen program is lowered and timed whole, on the program's example
+   inputs, against the rules' program and against each backend of the list
+   alone (with each option variant); the fastest is returned. So a measured
+   plan is never slower than the default, or than any one backend by itself,
+   on those inputs.
 
 Everything measured and decided is in ``program.summary.plan``, shown by
 ``program.report()`` and saved with the archive.
@@ -102,6 +104,7 @@ def lower_measured(
     remote: RemoteCacheOptions | None,
     budget_s: float,
     timer: Timer | None,
+    cuda_graphs: bool = False,
 ) -> DelegatedProgram:
     start = time.perf_counter()
     timer = timer if timer is not None else InterleavedTimer()
@@ -135,7 +138,7 @@ def lower_measured(
         total = dict.fromkeys(choices, 0.0)
         for program in programs:
             seconds, fresh = _measure(
-                program, choices, by_id, variants, lower_choices, cache, timer, strict
+                program, choices, by_id, variants, lower_choices, cache, timer, strict, cuda_graphs
             )
             measured_now += fresh
             for choice in choices:
@@ -168,24 +171,41 @@ def lower_measured(
             )
 
     planned = _choices_for(decisions, unmeasured, backends, variants)
-    measured_program = lower_choices(exported_program, planned, 1, strict)
-    rules_program = lower_choices(exported_program, backends, min_partition_size, strict)
+    configurations = {
+        "measured": lower_choices(exported_program, planned, 1, strict),
+        "rules": lower_choices(exported_program, backends, min_partition_size, strict),
+    }
+    # Each backend alone, with each of its option variants, is a configuration a user
+    # could have picked by hand: the plan must not lose to one of them either. One
+    # that places regions as the rules do, with the same options, is the rules'
+    # program and is not timed twice.
+    rules_placement = _placement(configurations["rules"])
+    for base in backends:
+        for variant, extra in enumerate(variants[base.backend_id]):
+            if len(backends) == 1 and variant == 0:
+                continue  # the rules' program itself
+            alone = lower_choices(
+                exported_program,
+                [BackendChoice(base.backend_id, base.support, {**base.compile_options, **extra})],
+                min_partition_size,
+                strict,
+            )
+            if variant == 0 and _placement(alone) == rules_placement:
+                continue
+            configurations[f"{Choice(base.backend_id, variant).label} alone"] = alone
     args, kwargs = exported_program.example_inputs
     whole = timer.measure(
-        {
-            "measured": lambda: measured_program(*args, **kwargs),
-            "rules": lambda: rules_program(*args, **kwargs),
-        }
+        {label: (lambda p=program: p(*args, **kwargs)) for label, program in configurations.items()}
     )
-    keep_measured = whole["measured"] <= whole["rules"]
-    kept, dropped = (
-        (measured_program, rules_program) if keep_measured else (rules_program, measured_program)
-    )
-    del dropped  # its regions and working folder go with it
+    # The fastest whole call wins; a tie goes to the earlier label (measured first).
+    best = min(configurations, key=lambda label: whole[label])
+    kept = configurations.pop(best)
+    configurations.clear()  # the others' regions and working folders go with them
     kept.summary.plan = {
-        "kept": "measured" if keep_measured else "rules",
+        "kept": best,
         "measured_us": round(whole["measured"] * 1e6, 2),
         "rules_us": round(whole["rules"] * 1e6, 2),
+        "whole_us": {label: round(t * 1e6, 2) for label, t in whole.items()},
         "budget_s": budget_s,
         "spent_s": round(time.perf_counter() - start, 2),
         "segments": len(segments),
@@ -210,6 +230,11 @@ def lower_measured(
         ],
     }
     return kept
+
+
+def _placement(program: DelegatedProgram) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Which backend runs which nodes: equal for programs that place regions alike."""
+    return tuple(sorted((r.backend_id, tuple(sorted(r.nodes))) for r in program.summary.regions))
 
 
 def _units_and_segments(
@@ -242,12 +267,23 @@ def _units_and_segments(
                 )
             )
         names = [n.name for n in nodes]
-        units[index] = [names[a:b] for a, b in blocks_of(supported)]
-        for segment in segments_of(index, names, supported, [b.backend_id for b in backends]):
+        anchors = [_is_anchor(n) for n in nodes]
+        units[index] = [names[a:b] for a, b in blocks_of(supported, anchors)]
+        order = [b.backend_id for b in backends]
+        for segment in segments_of(index, names, supported, order, anchors):
             (whole if segment.start == 0 and segment.stop == len(units[index]) else parts).append(
                 segment
             )
     return units, whole + parts
+
+
+def _is_anchor(node: torch.fx.Node) -> bool:
+    """A node that starts a new group: any op but a pointwise one, a view or a getitem
+    (those fuse into, or are free after, the op before them)."""
+    target = node.target
+    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+        return False
+    return not (torch.Tag.pointwise in target.tags or target.is_view)
 
 
 def _segment_programs(
@@ -278,6 +314,7 @@ def _measure(
     cache: MeasurementCache,
     timer: Timer,
     strict: bool,
+    cuda_graphs: bool,
 ) -> tuple[dict[Choice, float], int]:
     """Seconds per call of `program` under each choice (cached ones not rerun)."""
     content = region_key(program, "reference", {})
@@ -295,7 +332,13 @@ def _measure(
             else {}
         )
         keys[choice] = measurement_key(
-            {"program": content, "backend": choice.backend_id, "options": options, "shapes": shapes}
+            {
+                "program": content,
+                "backend": choice.backend_id,
+                "options": options,
+                "shapes": shapes,
+                "cuda_graphs": cuda_graphs,  # recorded and replayed, or launched one by one
+            }
         )
         hit = cache.get(keys[choice])
         if hit is not None:

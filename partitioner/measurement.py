@@ -41,12 +41,15 @@ class InterleavedTimer:
         self.batch_seconds = batch_seconds
 
     def measure(self, candidates: Mapping[str, Callable[[], Any]]) -> dict[str, float]:
+        sync = _device_sync()
         calls: dict[str, int] = {}
         for name, fn in candidates.items():
             for _ in range(self.warmup):
                 fn()
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             once = max(time.perf_counter() - start, 1e-7)
             calls[name] = max(1, min(1000, int(self.batch_seconds / once)))
         samples: dict[str, list[float]] = {name: [] for name in candidates}
@@ -56,14 +59,25 @@ class InterleavedTimer:
             for _ in range(self.rounds):
                 for name, fn in candidates.items():
                     n = calls[name]
+                    sync()
                     start = time.perf_counter()
                     for _ in range(n):
                         fn()
+                    sync()  # GPU work is timed when it is done, not when it is queued
                     samples[name].append((time.perf_counter() - start) / n)
         finally:
             if enabled:
                 gc.enable()
         return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def _device_sync() -> Callable[[], None]:
+    """Waits for queued GPU work, where CUDA is in use; else does nothing."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.synchronize
+    return lambda: None
 
 
 def machine_fingerprint() -> dict[str, Any]:

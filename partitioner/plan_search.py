@@ -1,8 +1,9 @@
 """Choose, from measured costs, which backend (or the executor) runs each stretch of a region.
 
 A *unit* is a maximal convex region of nodes that some backend of the list
-supports. Its nodes, in graph order, fall into *blocks*: maximal runs of
-nodes that the same set of backends supports. Any run of consecutive blocks
+supports. Its nodes, in graph order, fall into *blocks*: runs of nodes that
+the same set of backends supports, cut further where an anchor op (a
+convolution, a matmul, a norm: see :func:`blocks_of`) begins. Any run of consecutive blocks
 is convex (a contiguous stretch of a topological order of a convex set), so
 every such run is a candidate *segment*, and every backend that supports all
 of it is a candidate to run it. The plan is a shortest path over the unit's
@@ -62,15 +63,43 @@ class Decision:
     why: str = ""
 
 
-def blocks_of(supported_by: list[tuple[str, ...]]) -> list[tuple[int, int]]:
-    """Runs of consecutive nodes with the same backend set: [(first, stop), ...]."""
+def blocks_of(
+    supported_by: list[tuple[str, ...]],
+    anchors: list[bool] | None = None,
+    max_per_run: int = 4,
+) -> list[tuple[int, int]]:
+    """The unit's blocks as [(first, stop), ...] node ranges.
+
+    A block never mixes backend sets: runs of consecutive nodes with the same set
+    are cut apart first. With `anchors`, a run is cut further into *groups*: each
+    anchor node (one whose kernel a backend does not fuse into its neighbours: a
+    convolution, a matmul, a pooling, a norm) starts a group, and the nodes after
+    it up to the next anchor (its pointwise epilogue, views) join it. Each group
+    is a place where one backend may hand over to another. Because every block
+    costs compiles to measure, a run's groups are merged into at most
+    `max_per_run` blocks of equal numbers of groups (the first blocks take one
+    more where they do not divide evenly).
+    """
     runs: list[tuple[int, int]] = []
     for i, backends in enumerate(supported_by):
         if runs and supported_by[runs[-1][0]] == backends:
             runs[-1] = (runs[-1][0], i + 1)
         else:
             runs.append((i, i + 1))
-    return runs
+    if anchors is None:
+        return runs
+    blocks: list[tuple[int, int]] = []
+    for first, stop in runs:
+        starts = [first] + [i for i in range(first + 1, stop) if anchors[i]]
+        groups = [(a, b) for a, b in zip(starts, [*starts[1:], stop])]
+        count = min(max_per_run, len(groups))
+        size, extra = divmod(len(groups), count)
+        at = 0
+        for b in range(count):
+            take = size + (1 if b < extra else 0)
+            blocks.append((groups[at][0], groups[at + take - 1][1]))
+            at += take
+    return blocks
 
 
 def segments_of(
@@ -78,14 +107,18 @@ def segments_of(
     nodes: list[str],
     supported_by: list[tuple[str, ...]],
     backend_order: list[str],
+    anchors: list[bool] | None = None,
     max_blocks: int = 8,
 ) -> list[Segment]:
     """Every run of at most `max_blocks` consecutive blocks that some backend supports
-    whole, the whole unit first (when a backend supports all of it), then longer runs
-    before shorter ones: the order in which a time budget should measure them."""
-    blocks = blocks_of(supported_by)
+    whole, in the order a time budget should measure them: the whole unit first
+    (when a backend supports all of it), then each block alone (with those, the
+    search can already hand over between backends at every block), then longer
+    runs before shorter ones (they keep what a backend fuses across blocks)."""
+    blocks = blocks_of(supported_by, anchors)
+    lengths = [len(blocks)] + ([1] if len(blocks) > 1 else []) + list(range(len(blocks) - 1, 1, -1))
     found = []
-    for length in range(len(blocks), 0, -1):
+    for length in lengths:
         if length > max_blocks and length != len(blocks):
             continue
         for start in range(len(blocks) - length + 1):

@@ -230,9 +230,10 @@ def format_table(rows: list[list[str]]) -> list[str]:
 
 def format_plan(plan: dict[str, Any]) -> list[str]:
     """The measured plan's section of the report: one row per segment decided."""
+    whole = plan.get("whole_us") or {"measured": plan["measured_us"], "rules": plan["rules_us"]}
     lines = [
         f"Measured plan: kept the {plan['kept']} program "
-        f"({plan['measured_us']} us measured plan, {plan['rules_us']} us rules, whole calls); "
+        f"(whole calls: {', '.join(f'{label} {us} us' for label, us in whole.items())}); "
         f"{plan['segments']} segment(s), {plan['measured_now']} candidate(s) timed now, "
         f"{plan['cache_hits']} from the measurement cache, {plan['spent_s']} s of "
         f"{plan['budget_s']} s"

@@ -8,7 +8,15 @@ import torch
 
 import fxdelegate
 from fxdelegate.errors import InvalidArgumentError
-from fxdelegate.partitioner.plan_search import EXECUTOR, Choice, Segment, choose, segments_of
+from fxdelegate.measured_plan import option_variants
+from fxdelegate.partitioner.plan_search import (
+    EXECUTOR,
+    Choice,
+    Segment,
+    blocks_of,
+    choose,
+    segments_of,
+)
 
 
 class Fragmented(torch.nn.Module):
@@ -34,6 +42,13 @@ class FakeTimer:
     def measure(self, candidates):
         self.asked += list(candidates)
         return {name: self.seconds.get(name, 1e-3) for name in candidates}
+
+
+# The whole programs a measured plan times last: its own, the rules', and each backend
+# alone with each option variant ("onnxruntime alone" places regions as the rules do).
+WHOLE_CALLS = {"measured", "rules", "reference alone"} | {
+    f"onnxruntime#{i} alone" for i in range(1, len(option_variants("onnxruntime")))
+}
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +119,19 @@ def test_the_rules_program_is_kept_when_it_runs_faster(fragmented, tmp_path):
     torch.testing.assert_close(prog(x), model(x))
 
 
+def test_a_backend_alone_is_kept_when_it_beats_plan_and_rules(fragmented, tmp_path):
+    model, x, ep = fragmented
+    timer = FakeTimer({"measured": 5e-6, "rules": 4e-6, "reference alone": 1e-6})
+    prog = _lower(ep, timer, cache_dir=tmp_path)
+    plan = prog.summary.plan
+    assert plan["kept"] == "reference alone"
+    assert set(plan["whole_us"]) == WHOLE_CALLS
+    assert plan["whole_us"]["reference alone"] == 1.0 and plan["whole_us"]["rules"] == 4.0
+    assert {r.backend_id for r in prog.summary.regions} == {"reference"}
+    assert "kept the reference alone program" in prog.report()
+    torch.testing.assert_close(prog(x), model(x))
+
+
 def test_same_measurements_give_the_same_plan_and_are_not_retimed(fragmented, tmp_path):
     _, _, ep = fragmented
     seconds = {"executor": 4e-6, "onnxruntime": 3e-6, "reference": 6e-6, "measured": 1e-6}
@@ -113,7 +141,7 @@ def test_same_measurements_give_the_same_plan_and_are_not_retimed(fragmented, tm
     assert again.summary.plan["measured_now"] == 0
     assert again.summary.plan["cache_hits"] == first.summary.plan["measured_now"] > 0
     assert again.summary.plan["decisions"] == first.summary.plan["decisions"]
-    assert set(again_timer.asked) == {"measured", "rules"}  # only the whole-program check
+    assert set(again_timer.asked) == WHOLE_CALLS  # only the whole-program check
 
 
 def test_a_spent_budget_leaves_every_segment_to_the_rules(fragmented, tmp_path):
@@ -153,12 +181,13 @@ def test_search_splits_a_unit_between_two_backends():
     # blocks: 0 (a only), 1 (a and b), 2 (b only)
     supported = [("a",), ("a", "b"), ("b",)]
     segments = segments_of(0, ["n0", "n1", "n2"], supported, ["a", "b"])
+    # no backend takes the whole unit; single blocks first, then longer runs
     assert [(s.start, s.stop, s.backends) for s in segments] == [
-        (0, 2, ("a",)),
-        (1, 3, ("b",)),
         (0, 1, ("a",)),
         (1, 2, ("a", "b")),
         (2, 3, ("b",)),
+        (0, 2, ("a",)),
+        (1, 3, ("b",)),
     ]
     a, b = Choice("a"), Choice("b")
     by_span = {(s.start, s.stop): s for s in segments}
@@ -179,6 +208,33 @@ def test_search_splits_a_unit_between_two_backends():
         (1, 2, "a"),
         (2, 3, EXECUTOR),
     ]
+
+
+def test_anchor_groups_cut_a_run_and_merge_to_at_most_four_blocks():
+    both = ("a", "b")
+    # ten nodes both backends take; anchors at 0, 2, 3, 5, 6, 8: six groups
+    anchors = [True, False, True, True, False, True, True, False, True, False]
+    blocks = blocks_of([both] * 10, anchors)
+    # six groups into four blocks: the first two blocks take two groups each
+    assert blocks == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    assert blocks_of([both] * 10) == [(0, 10)]  # no anchors: support runs only
+    # a change of support always cuts, anchor or not
+    assert blocks_of([("a",), ("a",), both, both], [True, False, False, True]) == [
+        (0, 2),
+        (2, 3),
+        (3, 4),
+    ]
+
+
+def test_a_pointwise_epilogue_joins_its_anchor_in_a_real_graph():
+    from fxdelegate.measured_plan import _is_anchor
+
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.LayerNorm(8), torch.nn.ReLU()
+    )
+    ep = torch.export.export(model, (torch.randn(2, 8),))
+    starts = [n.target.__name__ for n in ep.graph.nodes if _is_anchor(n)]
+    assert starts == ["linear.default", "layer_norm.default"]
 
 
 def test_dynamic_sizes_are_measured_inside_the_dims_range(tmp_path):
@@ -223,7 +279,7 @@ def test_a_fleet_measures_a_segment_once_through_the_remote_store(fragmented, tm
         assert first.summary.plan["measured_now"] > 0
         assert again.summary.plan["measured_now"] == 0
         assert again.summary.plan["decisions"] == first.summary.plan["decisions"]
-        assert set(other.asked) == {"measured", "rules"}
+        assert set(other.asked) == WHOLE_CALLS
     finally:
         server.stop()
 

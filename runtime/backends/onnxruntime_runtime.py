@@ -83,6 +83,11 @@ def session_options(ort: Any, options: Mapping[str, Any]) -> Any:
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3  # errors only: ORT's warnings are about its own choices
+    # ORT's worker threads spin after each run by default. Between two ORT calls that
+    # pays, but here the next work is the executor's or another backend's (inductor's
+    # OpenMP team), and spinning threads take its cores: measured on 2 cores, a plan
+    # with a 2-thread ORT region before an AOTInductor one ran 1.5-2x slower.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
