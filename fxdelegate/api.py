@@ -98,7 +98,8 @@ def lower(
             each backend of the list, a few option variants) is compiled and timed on
             every stretch of the graph the backends could take, a shortest-path search
             picks the cheapest cover, and the result is kept only if it runs faster than
-            the rules' program (:mod:`fxdelegate.measured_plan`).
+            the rules' program and each backend of the list alone; else the fastest of
+            those is returned (:mod:`fxdelegate.measured_plan`).
         measure_budget_s: with ``plan="measure"``, seconds to spend measuring; stretches
             left unmeasured when it runs out follow the rules.
         measure_timer: with ``plan="measure"``, an object whose ``measure(candidates)``
