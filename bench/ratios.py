@@ -15,6 +15,20 @@ RATIO_TABLES: dict[str, list[dict[str, Any]]] = {}
 SERIES: dict[str, dict[str, dict[str, float]]] = {}
 
 
+def cuda_calls(fn: Callable[..., Any], args: tuple, calls: int) -> Callable[[], None]:
+    """`calls` calls of `fn(*args)` as one sample, the device synchronized around them,
+    so the sample holds the GPU work and not only its launches."""
+    import torch
+
+    def run() -> None:
+        torch.cuda.synchronize()
+        for _ in range(calls):
+            fn(*args)
+        torch.cuda.synchronize()
+
+    return run
+
+
 def interleaved(
     fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1
 ) -> dict[str, list[float]]:

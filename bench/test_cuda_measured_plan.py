@@ -16,7 +16,7 @@ import pytest
 import torch
 from baselines import whole_graph_aoti
 from bench_models import Fragmented, GeluBlocks, WideMLPScan
-from ratios import fmt_seconds, interleaved, median, record
+from ratios import cuda_calls, fmt_seconds, interleaved, median, record
 
 import fxdelegate
 
@@ -42,16 +42,6 @@ MODELS = {
 }
 
 
-def _timed(fn, args, calls):
-    def run():
-        torch.cuda.synchronize()
-        for _ in range(calls):
-            fn(*args)
-        torch.cuda.synchronize()
-
-    return run
-
-
 @pytest.mark.parametrize("graphs", [False, True], ids=["graphs off", "graphs on"])
 @pytest.mark.parametrize("name", list(MODELS))
 @torch.no_grad()
@@ -75,7 +65,7 @@ def test_measured_plan_on_cuda(name, graphs, tmp_path):
         "whole-graph AOTI": lambda *a: whole(list(a)),
         **{label: (lambda *a, p=p: p(*a)) for label, p in programs.items()},
     }
-    times = interleaved({k: _timed(f, args, 50) for k, f in fns.items()}, rounds=15)
+    times = interleaved({k: cuda_calls(f, args, 50) for k, f in fns.items()}, rounds=15)
     sec = {k: median(v) / 50 for k, v in times.items()}
     plan = programs["measured"].summary.plan
     record(

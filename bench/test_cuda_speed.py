@@ -31,7 +31,7 @@ import pytest
 import torch
 from baselines import pinned_ops_alone
 from bench_models import GeluBlocks
-from ratios import fmt_seconds, interleaved, median, record
+from ratios import cuda_calls, fmt_seconds, interleaved, median, record
 from torch.export import Dim
 from zoo.models import Encoder
 
@@ -41,16 +41,6 @@ from models import LlamaDecoder
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
 TABLE = "CUDA latency per call"
-
-
-def _timer(fn, args, calls):
-    def run():
-        torch.cuda.synchronize()
-        for _ in range(calls):
-            fn(*args)
-        torch.cuda.synchronize()
-
-    return run
 
 
 def record_by_hand(fn, example):
@@ -123,7 +113,7 @@ class Contenders:
 
 def _measure(name, fns, inputs, calls=200, rounds=7):
     times = interleaved(
-        {k: _timer(fn, inputs, calls) for k, fn in fns.items()}, rounds=rounds, warmup=2
+        {k: cuda_calls(fn, inputs, calls) for k, fn in fns.items()}, rounds=rounds, warmup=2
     )
     t = {k: median(v) / calls for k, v in times.items()}
     if "AOTI recorded" in t and "pinned ops alone recorded" in t:
