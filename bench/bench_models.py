@@ -10,6 +10,8 @@ __all__ = [
     "BigIntermediates",
     "CheapOps",
     "ConvNet",
+    "DecodeStep",
+    "DiffusionResBlocks",
     "Fragmented",
     "GeluBlocks",
     "TinyMLP",
@@ -133,3 +135,71 @@ class WideMLPScan(torch.nn.Module):
         gate = torch.sigmoid(h.mean(0))  # (width,)
         steps = seq.permute(2, 1, 0).contiguous()  # (channels, width, time)
         return h, (steps * gate[:, None]).cumsum(-1)
+
+
+class DecodeStep(torch.nn.Module):
+    """One decoding step of a pre-norm transformer layer: a batch of sequences
+    each adds one token, attends over its key/value cache (appended with cat,
+    as a plain cache does) and runs the MLP. The projections stream large
+    weights for a few rows; the attention streams the cache."""
+
+    def __init__(self, width: int = 1024, heads: int = 16, hidden: int = 4096):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = torch.nn.LayerNorm(width)
+        self.qkv = torch.nn.Linear(width, 3 * width)
+        self.out = torch.nn.Linear(width, width)
+        self.norm2 = torch.nn.LayerNorm(width)
+        self.up = torch.nn.Linear(width, hidden)
+        self.down = torch.nn.Linear(hidden, width)
+
+    def forward(self, x, k_cache, v_cache):
+        # x: (batch, width); caches: (batch, heads, length, head_dim)
+        batch, width = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(batch, 3, self.heads, -1).unbind(1)
+        keys = torch.cat([k_cache, k[:, :, None]], dim=2)
+        values = torch.cat([v_cache, v[:, :, None]], dim=2)
+        scores = (q[:, :, None] @ keys.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        attended = (scores.softmax(-1) @ values).reshape(batch, width)
+        x = x + self.out(attended)
+        x = x + self.down(torch.nn.functional.gelu(self.up(self.norm2(x))))
+        return x, keys, values
+
+
+class _TimeConditionedResBlock(torch.nn.Module):
+    def __init__(self, channels: int, embedding: int):
+        super().__init__()
+        self.norm1 = torch.nn.GroupNorm(32, channels)
+        self.conv1 = torch.nn.Conv2d(channels, channels, 3, padding=1)
+        self.time = torch.nn.Linear(embedding, channels)
+        self.norm2 = torch.nn.GroupNorm(32, channels)
+        self.conv2 = torch.nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x, emb):
+        silu = torch.nn.functional.silu
+        h = self.conv1(silu(self.norm1(x))) + self.time(silu(emb))[:, :, None, None]
+        return x + self.conv2(silu(self.norm2(h)))
+
+
+class DiffusionResBlocks(torch.nn.Module):
+    """A denoiser step in the style of a diffusion U-Net's residual blocks: a
+    sinusoidal timestep embedding through a two-layer MLP (one row, wide
+    weights) conditions GroupNorm -> SiLU -> conv blocks over a feature map."""
+
+    def __init__(self, channels: int = 64, embedding: int = 1280, blocks: int = 2):
+        super().__init__()
+        self.embed1 = torch.nn.Linear(320, embedding)
+        self.embed2 = torch.nn.Linear(embedding, embedding)
+        self.blocks = torch.nn.ModuleList(
+            _TimeConditionedResBlock(channels, embedding) for _ in range(blocks)
+        )
+
+    def forward(self, x, timestep):
+        half = self.embed1.in_features // 2
+        freqs = torch.exp(-torch.arange(half, dtype=torch.float32) * (9.21 / half))
+        angles = timestep[:, None] * freqs[None]
+        emb = torch.cat([angles.sin(), angles.cos()], -1)
+        emb = self.embed2(torch.nn.functional.silu(self.embed1(emb)))
+        for block in self.blocks:
+            x = block(x, emb)
+        return x

@@ -4,6 +4,7 @@ after round, so that machine noise hits them alike; the summary reports ratios."
 from __future__ import annotations
 
 import gc
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -32,13 +33,22 @@ def cuda_calls(fn: Callable[..., Any], args: tuple, calls: int) -> Callable[[], 
 def interleaved(
     fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1
 ) -> dict[str, list[float]]:
-    """Seconds per call of each function, measured in alternation."""
+    """Seconds per call of each function, measured in alternation.
+
+    Each round runs the functions in a new (seeded) order: what ran just before
+    a function can change its time (another runtime's threads still winding
+    down, caches holding another program's weights), and a fixed order would
+    charge that to the same function every round."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    shuffle = random.Random(0).shuffle
     for _ in range(rounds):
-        for name, fn in fns.items():
+        shuffle(order)
+        for name in order:
+            fn = fns[name]
             gc.collect()
             start = time.perf_counter()
             fn()

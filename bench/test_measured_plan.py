@@ -20,7 +20,14 @@ import time
 import pytest
 import torch
 from baselines import whole_graph_aoti
-from bench_models import ConvNet, Fragmented, GeluBlocks, WideMLPScan
+from bench_models import (
+    ConvNet,
+    DecodeStep,
+    DiffusionResBlocks,
+    Fragmented,
+    GeluBlocks,
+    WideMLPScan,
+)
 from ratios import fmt_seconds, interleaved, median, record
 
 import fxdelegate
@@ -53,6 +60,12 @@ MODELS = {
     ),
     "wide MLP 1024-4096, batch 8, then scan 256 x 1024 x 4": lambda: _plain(
         WideMLPScan(), torch.randn(8, 1024), torch.randn(256, 1024, 4)
+    ),
+    "decode step: width 1024, batch 8, cache 8 x 16 x 512 x 64": lambda: _plain(
+        DecodeStep(), torch.randn(8, 1024), torch.randn(8, 16, 512, 64), torch.randn(8, 16, 512, 64)
+    ),
+    "diffusion res blocks: 1 x 64 x 32 x 32, timestep MLP 320-1280": lambda: _plain(
+        DiffusionResBlocks(), torch.randn(1, 64, 32, 32), torch.tensor([500.0])
     ),
     "gpt2 (tiny)": lambda: _hf("gpt2"),
     "bert (tiny)": lambda: _hf("bert"),
