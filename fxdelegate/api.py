@@ -26,19 +26,13 @@ from fxdelegate.passes.backend_choice import BackendChoice, resolve_backends
 from fxdelegate.passes.lowering_summary import summarize
 from fxdelegate.passes.remote_cache import RemoteCacheOptions, resolve_remote_cache
 from fxdelegate.runtime.archive import read_archive
-from fxdelegate.runtime.backend import (
-    BackendRuntime,
-    RegionArtifact,
-    Runner,
-    get_runtime,
-)
 from fxdelegate.runtime.cuda_graph_options import (
     CUDAGraphOptions,
     graph_device,
     resolve_cuda_graphs,
 )
 from fxdelegate.runtime.lowered_module import delegate_key
-from fxdelegate.runtime.weight_update import bound_constants
+from fxdelegate.runtime.region_runners import load_region_runners
 
 from .program import DelegatedProgram
 
@@ -215,14 +209,13 @@ def _lower_resolved(
             runners = result.runners
             recordable = result.recordable
             # Regions delegated by an earlier lowering are left alone, and loaded again here.
-            for module in result.earlier_regions:
-                artifacts[module.key] = module.artifact
-                constants = bound_constants(program, module.artifact, "the program")
-                runners[module.key], ok = load_runner(
-                    get_runtime(module.backend_id), module.artifact, constants, graphs is not None
-                )
-                if ok:
-                    recordable.add(module.key)
+            earlier = {module.key: module.artifact for module in result.earlier_regions}
+            artifacts.update(earlier)
+            earlier_runners, earlier_recordable = load_region_runners(
+                program, earlier, graphs is not None, "the program"
+            )
+            runners.update(earlier_runners)
+            recordable |= earlier_recordable
             return DelegatedProgram(
                 program,
                 artifacts,
@@ -254,20 +247,6 @@ def _check_cuda_graphs(
     return options
 
 
-def load_runner(
-    runtime: BackendRuntime,
-    artifact: RegionArtifact,
-    constants: dict[str, torch.Tensor],
-    recordable: bool,
-) -> tuple[Runner, bool]:
-    """A region's runner (one a CUDA graph can record, when asked and the backend has one)."""
-    if recordable:
-        runner = runtime.load_recordable(artifact, constants)
-        if runner is not None:
-            return runner, True
-    return runtime.load(artifact, constants), False
-
-
 @contextlib.contextmanager
 def _quiet_torch_internals() -> Iterator[None]:
     # torch deep-copies its own treespecs during re-tracing and compiling and
@@ -290,15 +269,9 @@ def load(
     """
     contents = read_archive(path)
     graphs = _check_cuda_graphs(cuda_graphs, contents.program)
-    runners = {}
-    recordable = set()
-    for key, artifact in contents.artifacts.items():
-        constants = bound_constants(contents.program, artifact, contents.path)
-        runners[key], ok = load_runner(
-            get_runtime(artifact.backend_id), artifact, constants, graphs is not None
-        )
-        if ok:
-            recordable.add(key)
+    runners, recordable = load_region_runners(
+        contents.program, contents.artifacts, graphs is not None, contents.path
+    )
     delegate = torch.ops.higher_order.executorch_call_delegate
     for node in contents.program.graph.nodes:
         if node.op == "call_function" and node.target is delegate:

@@ -23,6 +23,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from fxdelegate.errors import BackendCompileError, BackendError, RegionFallbackWarning
 from fxdelegate.runtime.backend import RegionArtifact, RegionToCompile, get_compiler, get_runtime
 from fxdelegate.runtime.capture_plan import region_host_sync
+from fxdelegate.runtime.region_runners import load_region_runner
 
 from .compile_cache import CompileCache
 from .context import LoweringContext, RegionRecord, get_context
@@ -149,14 +150,9 @@ class LowerRegionsPass(PassBase):
                     name: _state(ctx, fqn) for name, fqn in record.artifact.constant_bindings
                 }
                 try:
-                    record.runner = (
-                        runtime.load_recordable(record.artifact, constants)
-                        if ctx.recordable_runners
-                        else None
+                    record.runner, record.recordable = load_region_runner(
+                        runtime, record.artifact, constants, ctx.recordable_runners
                     )
-                    record.recordable = record.runner is not None
-                    if record.runner is None:
-                        record.runner = runtime.load(record.artifact, constants)
                 except BackendError as exc:
                     # e.g. options that fold weights into the code (GEMM prepacking)
                     if ctx.strict:
