@@ -124,7 +124,8 @@ class DelegatedProgram:
 
     @property
     def check_inputs(self) -> bool:
-        """Whether inputs are checked before each call (see README: turning this off is unsafe)."""
+        """Whether inputs are checked before each call. Turning this off is unsafe: a
+        compiled region trusts its inputs (see the Debugging guide)."""
         return self._executor.check_inputs
 
     @check_inputs.setter

@@ -1,4 +1,5 @@
-"""The README's Quickstart and .ci/run must not drift apart."""
+"""The README's Quickstart and .ci/run must not drift apart; the worked example of the
+"Writing a pass" guide (docs/guides/writing-a-pass.md) runs and prints what it shows."""
 
 import pathlib
 import re
@@ -26,7 +27,7 @@ def test_ci_runs_the_readme_test_command():
     assert tests in ci.splitlines()
 
 
-def test_the_worked_example_runs_and_prints_what_the_readme_shows(tmp_path, monkeypatch, capsys):
+def test_the_worked_example_runs_and_prints_what_the_guide_shows(tmp_path, monkeypatch, capsys):
     import importlib
 
     from fxdelegate.testing import PassTestKit
@@ -41,7 +42,7 @@ def test_the_worked_example_runs_and_prints_what_the_readme_shows(tmp_path, monk
     assert len(names) == 3
     for name in names:
         getattr(tests, name)(PassTestKit(seed=0))
-    # The lowering snippet, on the reference backend (the README lowers through AOTInductor).
+    # The lowering snippet, on the reference backend (the guide lowers through AOTInductor).
     snippet = files["lower_with_my_pass.py"]
     call = "fxdelegate.lower(ep, pipeline=pipeline)"
     assert call in snippet
