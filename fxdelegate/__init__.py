@@ -39,8 +39,7 @@ from .errors import (
     UnsupportedProgramError,
 )
 from .program import DelegatedProgram
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ArchiveError",

@@ -17,6 +17,7 @@ passes of one's own (checked after each run by :mod:`.user_pass_checks`);
 
 from .anchor_symbolic_sizes import AnchorSymbolicSizesPass
 from .assign_constant_owners import AssignConstantOwnersPass
+from .builtin_passes import lowering_passes
 from .compile_cache import default_cache_dir
 from .context import EXECUTOR, LoweringContext, RegionRecord, attach_context, get_context
 from .delegate_regions import DelegateRegionsPass
@@ -24,7 +25,7 @@ from .lower_regions import LowerRegionsPass
 from .lowering_result import LoweringResult
 from .outline_regions import OutlineRegionsPass
 from .pass_pipeline import PassPipeline, PipelineStep, default_pipeline
-from .pipeline import lower_program, lowering_passes, run_lowering_passes
+from .pipeline import lower_program, run_lowering_passes
 from .prepare_program import PreparedProgram, prepare, prepare_program
 from .tag_regions import REGION_TAG, TagRegionsPass
 from .transform_program import transform_program

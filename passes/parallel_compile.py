@@ -118,9 +118,11 @@ def worker_environment() -> dict[str, str]:
     A worker must import what the caller imports: fxdelegate itself from a
     checkout that is only on ``sys.path`` (a notebook, a script that appends
     to it), and the modules that register the custom ops a region calls."""
-    import fxdelegate
-
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fxdelegate.__file__)))
+    # fxdelegate itself is imported already (this module is inside it); importing it
+    # here would make the passes depend on the package's top.
+    package_root = os.path.dirname(
+        os.path.dirname(os.path.abspath(sys.modules["fxdelegate"].__file__))
+    )
     paths = [package_root] + [os.path.abspath(p or os.curdir) for p in sys.path]
     inherited = os.environ.get("PYTHONPATH", "")
     paths += [p for p in inherited.split(os.pathsep) if p]

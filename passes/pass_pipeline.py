@@ -23,13 +23,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from fxdelegate.errors import InvalidArgumentError
 
-from .anchor_symbolic_sizes import AnchorSymbolicSizesPass
-from .assign_constant_owners import AssignConstantOwnersPass
-from .delegate_regions import DelegateRegionsPass
-from .lower_regions import LowerRegionsPass
-from .outline_regions import OutlineRegionsPass
-from .tag_regions import TagRegionsPass
-from .verify_delegated import VerifyDelegatedGraphPass
+from .builtin_passes import BUILTIN_PASSES
 
 if TYPE_CHECKING:
     from .user_pass_checks import UserPassChecker
@@ -41,26 +35,9 @@ PassLike = PassBase | Callable[[torch.fx.GraphModule], PassResult | None]
 INVARIANTS = ("lint", "values", "regions", "weights", "signature", "outputs")
 
 
-# Public names of the built-in passes (a pass missing here is named after its class).
-BUILTIN_NAMES: dict[type[PassBase], str] = {
-    AnchorSymbolicSizesPass: "anchor_symbolic_sizes",
-    TagRegionsPass: "tag_regions",
-    AssignConstantOwnersPass: "assign_constant_owners",
-    OutlineRegionsPass: "outline_regions",
-    LowerRegionsPass: "lower_regions",
-    DelegateRegionsPass: "delegate_regions",
-    VerifyDelegatedGraphPass: "verify_delegated",
-}
-
-
 def builtin_steps() -> list[PipelineStep]:
-    """The built-in passes (:func:`.pipeline.lowering_passes`) under their public names."""
-    from .pipeline import lowering_passes
-
-    return [
-        PipelineStep(BUILTIN_NAMES.get(type(p)) or default_pass_name(p), p, user=False)
-        for p in lowering_passes()
-    ]
+    """The built-in passes (:data:`.builtin_passes.BUILTIN_PASSES`) under their public names."""
+    return [PipelineStep(name, cls(), user=False) for name, cls in BUILTIN_PASSES]
 
 
 @dataclass(frozen=True)

@@ -14,32 +14,15 @@ from fxdelegate.errors import FxDelegateError
 from fxdelegate.partitioner import OpSet
 from fxdelegate.partitioner.gc_pause import gc_paused
 
-from .anchor_symbolic_sizes import AnchorSymbolicSizesPass
-from .assign_constant_owners import AssignConstantOwnersPass
 from .backend_choice import BackendChoice
+from .builtin_passes import lowering_passes
 from .context import CONTEXT_KEY, LoweringContext, RegionRecord, attach_context
-from .delegate_regions import DelegateRegionsPass
-from .lower_regions import LowerRegionsPass
 from .lowering_result import BackendRun, LoweringResult
-from .outline_regions import OutlineRegionsPass
 from .pass_pipeline import PassPipeline, default_pipeline
 from .prepare_program import prepare
 from .remote_cache import RemoteCacheOptions
-from .tag_regions import TagRegionsPass, existing_delegates
+from .tag_regions import existing_delegates
 from .user_pass_checks import UserPassChecker, program_in_spec
-from .verify_delegated import VerifyDelegatedGraphPass
-
-
-def lowering_passes() -> list[PassBase]:
-    return [
-        AnchorSymbolicSizesPass(),
-        TagRegionsPass(),
-        AssignConstantOwnersPass(),
-        OutlineRegionsPass(),
-        LowerRegionsPass(),
-        DelegateRegionsPass(),
-        VerifyDelegatedGraphPass(),
-    ]
 
 
 def lower_program(

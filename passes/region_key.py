@@ -29,6 +29,7 @@ import torch
 from torch.export import ExportedProgram
 
 from fxdelegate.runtime.backend import get_compiler
+from fxdelegate.version import __version__
 
 KEY_VERSION = 6
 
@@ -98,7 +99,7 @@ def machine_fingerprint() -> dict[str, str]:
         "machine": platform.machine(),
         "vec_isa": cpu_vector_features(),
         "torch": torch.__version__,
-        "fxdelegate": _fxdelegate_version(),
+        "fxdelegate": __version__,
     }
 
 
@@ -131,12 +132,6 @@ def _compile_version(backend_id: str) -> int:
         return get_compiler(backend_id).compile_version
     except Exception:  # a key for a backend this process cannot compile with
         return 0
-
-
-def _fxdelegate_version() -> str:
-    from fxdelegate import __version__
-
-    return __version__
 
 
 def _cuda_fingerprint(program: ExportedProgram) -> dict[str, str] | None:

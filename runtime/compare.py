@@ -33,7 +33,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from fxdelegate.partitioner.op_support import describe_target
-from fxdelegate.partitioner.report import format_table
+from fxdelegate.text_table import format_table
 
 from .backend import RegionArtifact, Runner, get_runtime
 from .lowered_module import delegate_key

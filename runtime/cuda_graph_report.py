@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from torch.export import ExportedProgram
 
 from fxdelegate.errors import InvalidArgumentError
-from fxdelegate.partitioner.report import format_table
+from fxdelegate.text_table import format_table
 
 from .cuda_graph_options import graph_device
 
@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def format_report(runner: CUDAGraphRunner) -> str:
-    """The CUDA-graph section of a program's report."""
+    """The CUDA-graph section of a program's report: segments, graphs, pool memory,
+    eager nodes."""
     stats = runner.stats()
     recorded = sum(1 for s in stats if s["recorded"])
     graphs = sum(s["graphs"] for s in stats)

@@ -43,7 +43,6 @@ from torch.export import ExportedProgram
 
 from .capture_plan import Segment, SegmentPlan, plan_segments
 from .cuda_graph_options import CUDAGraphOptions, graph_device
-from .cuda_graph_report import format_report
 from .graph_capture import CaptureError, CUDACapturer, GraphCapturer, Replayable
 from .lowered_module import delegate_key
 from .plan import GraphCodegen, Runners
@@ -442,7 +441,3 @@ class CUDAGraphRunner:
         """Device memory held by the graphs' pools."""
         pools = [s.pool for s in self.segments if s.pool is not None]
         return self.capturer.pool_bytes(pools, self.device) if pools else 0
-
-    def report(self) -> str:
-        """The report's CUDA-graph section: segments, graphs, pool memory, eager nodes."""
-        return format_report(self)
