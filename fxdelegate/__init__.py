@@ -18,8 +18,8 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "runtime")) and os.
     __path__.append(_checkout)  # type: ignore[name-defined]
 
 
-from fxdelegate.passes.pass_pipeline import PassPipeline, default_pipeline
-from fxdelegate.passes.remote_cache import RemoteCacheOptions
+from fxdelegate.passes.compile.remote_cache import RemoteCacheOptions
+from fxdelegate.passes.pipeline.pass_pipeline import PassPipeline, default_pipeline
 from fxdelegate.runtime.backend import register_backend
 from fxdelegate.runtime.cuda_graph_options import CUDAGraphOptions
 

@@ -8,8 +8,8 @@ import torch
 from torch.export import Dim
 
 from fxdelegate.passes import OutlineRegionsPass
-from fxdelegate.passes.compile_cache import CompileCache, default_cache_dir
-from fxdelegate.passes.region_key import region_key
+from fxdelegate.passes.compile.local_cache import CompileCache, default_cache_dir
+from fxdelegate.passes.compile.region_key import region_key
 from pipeline_helpers import lowering_state
 
 

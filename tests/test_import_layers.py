@@ -30,8 +30,14 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("partitioner", ["fxdelegate.partitioner", "fxdelegate.partitioner.*"]),
     # Backends, the executor, the archive: what a saved program needs to run.
     ("runtime", ["fxdelegate.runtime", "fxdelegate.runtime.*"]),
-    # The lowering passes and the pipeline that runs them.
-    ("passes", ["fxdelegate.passes", "fxdelegate.passes.*"]),
+    # Compiling regions once: content key, caches, parallel and fleet compiles.
+    ("passes/compile", ["fxdelegate.passes.compile", "fxdelegate.passes.compile.*"]),
+    # The lowering passes, the state they share and their graph helpers.
+    ("passes", ["fxdelegate.passes.*"]),
+    # The pipeline that runs them, the checks after user passes, the result.
+    ("passes/pipeline", ["fxdelegate.passes.pipeline", "fxdelegate.passes.pipeline.*"]),
+    # The package's public names, gathered from all of the above.
+    ("passes/__init__", ["fxdelegate.passes"]),
     # The public API, the CLI, the measured plan, the pass test kit.
     ("api", ["fxdelegate", "fxdelegate.*", "pytest_fxdelegate", "pytest_fxdelegate.*"]),
 ]

@@ -10,8 +10,8 @@ from fxdelegate.errors import BackendCompileError
 from fxdelegate.partitioner import CompilableAtenSupport, OpSet
 from fxdelegate.partitioner.gc_pause import gc_paused
 from fxdelegate.passes import LoweringResult, lower_program
-from fxdelegate.passes.backend_choice import BackendChoice
 from fxdelegate.passes.context import CONTEXT_KEY
+from fxdelegate.passes.pipeline.backend_choice import BackendChoice
 from fxdelegate.runtime import BackendCompiler, register_backend
 from fxdelegate.runtime.backends.reference import ReferenceRuntime
 from models import SkipEdges

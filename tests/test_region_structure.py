@@ -8,7 +8,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 import fxdelegate
 from fxdelegate.passes import LowerRegionsPass, OutlineRegionsPass
-from fxdelegate.passes.region_key import region_key
+from fxdelegate.passes.compile.region_key import region_key
 from fxdelegate.passes.region_structure import describe_value, region_structure
 from fxdelegate.runtime import ProgramExecutor
 from models import GeluBlocks

@@ -20,7 +20,7 @@ import torch
 
 import fxdelegate
 from fxdelegate.errors import InvalidArgumentError
-from fxdelegate.passes.remote_cache import PREFIX
+from fxdelegate.passes.compile.remote_cache import PREFIX
 from packaged_backend import DistinctBlocks, register
 from redis_server import RedisServer, free_port
 

@@ -20,7 +20,8 @@ from example_passes import (
     use_before_definition,
 )
 from fxdelegate.errors import PassFailedError, PassInvariantError, UnsupportedProgramError
-from fxdelegate.passes import program_outputs, transform_program
+from fxdelegate.passes import transform_program
+from fxdelegate.passes.pipeline import program_outputs
 from models import NestedIO, export_nested, nested_inputs
 
 
@@ -74,7 +75,7 @@ def test_a_broken_pass_is_caught_by_name(pass_, where, invariant, message):
     with pytest.raises(PassInvariantError) as caught:
         _lower(pass_, **where)
     error = caught.value
-    name = fxdelegate.passes.pass_pipeline.default_pass_name(pass_)
+    name = fxdelegate.passes.pipeline.pass_pipeline.default_pass_name(pass_)
     assert error.pass_name == name and error.invariant == invariant
     assert str(error).startswith(f"pass {name!r} (")
     assert f"broke the {invariant!r} invariant" in str(error)
@@ -142,7 +143,7 @@ def test_an_unmodified_pass_costs_nothing_after_it(monkeypatch):
         runs.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("fxdelegate.passes.user_pass_checks.run_graph", counting)
+    monkeypatch.setattr("fxdelegate.passes.pipeline.user_pass_checks.run_graph", counting)
 
     def lies(graph_module):  # breaks the graph but says it did nothing: trusted
         relu_to_gelu(graph_module)

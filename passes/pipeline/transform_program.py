@@ -10,9 +10,9 @@ from torch.export import ExportedProgram
 from fxdelegate.errors import InvalidArgumentError
 from fxdelegate.partitioner import CompilableAtenSupport, OpSet
 
-from .context import CONTEXT_KEY, LoweringContext
+from ..context import CONTEXT_KEY, LoweringContext
+from .lower_program import run_lowering_passes
 from .pass_pipeline import PassLike, PassPipeline
-from .pipeline import run_lowering_passes
 from .prepare_program import prepare
 from .user_pass_checks import UserPassChecker, program_in_spec
 

@@ -14,14 +14,14 @@ from fxdelegate.errors import FxDelegateError
 from fxdelegate.partitioner import OpSet
 from fxdelegate.partitioner.gc_pause import gc_paused
 
+from ..compile.remote_cache import RemoteCacheOptions
+from ..context import CONTEXT_KEY, LoweringContext, RegionRecord, attach_context
+from ..tag_regions import existing_delegates
 from .backend_choice import BackendChoice
 from .builtin_passes import lowering_passes
-from .context import CONTEXT_KEY, LoweringContext, RegionRecord, attach_context
 from .lowering_result import BackendRun, LoweringResult
 from .pass_pipeline import PassPipeline, default_pipeline
 from .prepare_program import prepare
-from .remote_cache import RemoteCacheOptions
-from .tag_regions import existing_delegates
 from .user_pass_checks import UserPassChecker, program_in_spec
 
 

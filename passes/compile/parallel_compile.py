@@ -2,7 +2,7 @@
 
 Each job compiles one distinct region (regions with the same content key
 share its result). With more than one job and a backend that allows it,
-each job runs in a fresh ``python -m fxdelegate.passes.compile_worker``
+each job runs in a fresh ``python -m fxdelegate.passes.compile.compile_worker``
 process, with at most one process per core. The job is handed over as a
 saved ExportedProgram file. Plain subprocesses are used rather than
 multiprocessing, so the user's script is never re-imported in a worker,
@@ -160,7 +160,7 @@ def _write_job(
 
 def _run_job(spec: dict[str, Any], name: str) -> RegionArtifact:
     proc = subprocess.run(
-        [sys.executable, "-m", "fxdelegate.passes.compile_worker", spec["job"]],
+        [sys.executable, "-m", "fxdelegate.passes.compile.compile_worker", spec["job"]],
         capture_output=True,
         text=True,
         env=worker_environment(),

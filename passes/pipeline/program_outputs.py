@@ -22,7 +22,7 @@ from torch.export.graph_signature import InputKind
 from fxdelegate.runtime.backend import Runner, example_value
 from fxdelegate.runtime.lowered_module import LoweredBackendModule
 
-from .context import LoweringContext
+from ..context import LoweringContext
 
 # (rtol, atol) per dtype: what separates a reordered sum from a wrong result.
 # Integer and bool values must be equal.

@@ -7,7 +7,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from fxdelegate.errors import PassFailedError
 
-from .context import CONTEXT_KEY, get_context
+from ..context import CONTEXT_KEY, get_context
 from .user_pass_checks import UserPassChecker, UserPassRun
 
 

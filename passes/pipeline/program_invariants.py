@@ -40,8 +40,8 @@ from torch.export.graph_signature import (
 
 from fxdelegate.partitioner import describe_target
 
-from .context import EXECUTOR, LoweringContext
-from .tag_regions import REGION_TAG
+from ..context import EXECUTOR, LoweringContext
+from ..tag_regions import REGION_TAG
 
 STATE_KINDS = (
     InputKind.PARAMETER,

@@ -11,7 +11,7 @@ from fxdelegate.partitioner import PartitionResult
 from fxdelegate.runtime.backend import RegionArtifact, Runner
 from fxdelegate.runtime.lowered_module import LoweredBackendModule
 
-from .context import RegionRecord
+from ..context import RegionRecord
 from .user_pass_checks import UserPassRun
 
 

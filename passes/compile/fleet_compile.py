@@ -17,7 +17,7 @@ from collections.abc import Callable
 from fxdelegate.runtime.backend import RegionArtifact
 
 from .parallel_compile import CompileJob
-from .region_cache import RegionCache
+from .tiered_cache import RegionCache
 
 log = logging.getLogger("fxdelegate.cache")
 

@@ -1,4 +1,4 @@
-"""Compile one region in its own process: ``python -m fxdelegate.passes.compile_worker job.json``.
+"""Compile one region in its own process: ``python -m fxdelegate.passes.compile.compile_worker job.json``.
 
 The job file names the backend, the saved region program, the options (as
 Python literals) and where to write the result. The result is JSON: the

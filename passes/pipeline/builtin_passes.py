@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from torch.fx.passes.infra.pass_base import PassBase
 
-from .anchor_symbolic_sizes import AnchorSymbolicSizesPass
-from .assign_constant_owners import AssignConstantOwnersPass
-from .delegate_regions import DelegateRegionsPass
-from .lower_regions import LowerRegionsPass
-from .outline_regions import OutlineRegionsPass
-from .tag_regions import TagRegionsPass
-from .verify_delegated import VerifyDelegatedGraphPass
+from ..anchor_symbolic_sizes import AnchorSymbolicSizesPass
+from ..assign_constant_owners import AssignConstantOwnersPass
+from ..delegate_regions import DelegateRegionsPass
+from ..lower_regions import LowerRegionsPass
+from ..outline_regions import OutlineRegionsPass
+from ..tag_regions import TagRegionsPass
+from ..verify_delegated import VerifyDelegatedGraphPass
 
 # (public name, pass class), in pipeline order. The names are what users insert
 # their own passes around: insert_before("tag_regions", ...).

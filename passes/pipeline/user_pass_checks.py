@@ -18,7 +18,7 @@ from torch.export.graph_signature import InputKind
 from fxdelegate.errors import PassInvariantError, UnsupportedProgramError
 from fxdelegate.partitioner import describe_target
 
-from .context import LoweringContext, get_context
+from ..context import LoweringContext, get_context
 from .program_invariants import (
     STATE_KINDS,
     GraphFacts,

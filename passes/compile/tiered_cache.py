@@ -1,6 +1,6 @@
 """Where a compiled region comes from: the local folder, the remote store, or a compile.
 
-Two tiers: the local folder first (:mod:`.compile_cache`), then the remote
+Two tiers: the local folder first (:mod:`.local_cache`), then the remote
 store (:mod:`.remote_cache`). A remote hit is written to the local folder; a
 fresh compile is stored in both; a local hit the store lacks (the folder was
 filled before the machine joined the fleet, or the store's copy expired) is
@@ -14,7 +14,7 @@ import tempfile
 
 from fxdelegate.runtime.backend import RegionArtifact
 
-from .compile_cache import CompileCache
+from .local_cache import CompileCache
 from .remote_cache import RemoteCache
 
 LOCAL_HIT = "local hit"
