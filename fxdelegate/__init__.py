@@ -21,7 +21,7 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "runtime")) and os.
 from fxdelegate.passes.compile.remote_cache import RemoteCacheOptions
 from fxdelegate.passes.pipeline.pass_pipeline import PassPipeline, default_pipeline
 from fxdelegate.runtime.backend import register_backend
-from fxdelegate.runtime.cuda_graph_options import CUDAGraphOptions
+from fxdelegate.runtime.cuda_graphs.cuda_graph_options import CUDAGraphOptions
 
 from .api import load, lower
 from .errors import (

@@ -25,14 +25,14 @@ from fxdelegate.passes import PassPipeline, default_cache_dir, lower_program
 from fxdelegate.passes.compile.remote_cache import RemoteCacheOptions, resolve_remote_cache
 from fxdelegate.passes.pipeline.backend_choice import BackendChoice, resolve_backends
 from fxdelegate.passes.pipeline.lowering_summary import summarize
-from fxdelegate.runtime.archive import read_archive
+from fxdelegate.runtime.archive.archive_io import read_archive
 from fxdelegate.runtime.backend import (
     BackendRuntime,
     RegionArtifact,
     Runner,
     get_runtime,
 )
-from fxdelegate.runtime.cuda_graph_options import (
+from fxdelegate.runtime.cuda_graphs.cuda_graph_options import (
     CUDAGraphOptions,
     graph_device,
     resolve_cuda_graphs,

@@ -13,7 +13,7 @@ from fxdelegate.errors import FxDelegateError
 
 def _inspect(args: argparse.Namespace) -> int:
     from fxdelegate.partitioner.report import LoweringSummary
-    from fxdelegate.runtime.archive import archive_members, read_metadata
+    from fxdelegate.runtime.archive.archive_io import archive_members, read_metadata
 
     metadata = read_metadata(args.path)
     summary = LoweringSummary.from_dict(metadata["summary"])

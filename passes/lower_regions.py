@@ -22,7 +22,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from fxdelegate.errors import BackendCompileError, BackendError, RegionFallbackWarning
 from fxdelegate.runtime.backend import RegionArtifact, RegionToCompile, get_compiler, get_runtime
-from fxdelegate.runtime.capture_plan import region_host_sync
+from fxdelegate.runtime.cuda_graphs.capture_plan import region_host_sync
 
 from .compile.fleet_compile import compile_across_fleet
 from .compile.local_cache import CompileCache

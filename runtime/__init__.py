@@ -15,10 +15,10 @@ from .backend import (
     register_backend,
     registered_backends,
 )
-from .executor import ProgramExecutor
-from .input_check import InputChecker
+from .codegen.plan import GraphPlan, build_plan
+from .executor.input_check import InputChecker
+from .executor.program_executor import ProgramExecutor
 from .lowered_module import LoweredBackendModule
-from .plan import GraphPlan, build_plan
 
 __all__ = [
     "BackendCompiler",

@@ -130,7 +130,7 @@ class RecordingCapturer:
         return fn(args)
 
     def record(self, fn, args, pool, device):
-        from fxdelegate.runtime.graph_capture import CaptureError
+        from fxdelegate.runtime.cuda_graphs.graph_capture import CaptureError
 
         recorder = _Recorder(self.fail_on)
         try:

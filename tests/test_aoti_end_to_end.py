@@ -13,8 +13,8 @@ import torch
 import fxdelegate
 from fxdelegate.demo import demo_inputs
 from fxdelegate.errors import InputMismatchError
-from fxdelegate.runtime.archive import archive_members, read_metadata
-from fxdelegate.runtime.op_bindings import python_binding
+from fxdelegate.runtime.archive.archive_io import archive_members, read_metadata
+from fxdelegate.runtime.codegen.op_bindings import python_binding
 from models import Counter, nested_inputs
 
 pytestmark = pytest.mark.aoti

@@ -10,7 +10,7 @@ import torch
 
 import fxdelegate
 from fxdelegate.errors import ArchiveError
-from fxdelegate.runtime.archive import archive_members, read_metadata
+from fxdelegate.runtime.archive.archive_io import archive_members, read_metadata
 from models import NestedIO, export_nested, nested_inputs
 
 

@@ -13,7 +13,7 @@ import torch
 import fxdelegate
 from fxdelegate.demo import demo_inputs
 from fxdelegate.errors import ArchiveError, InvalidArgumentError
-from fxdelegate.runtime.archive import archive_members
+from fxdelegate.runtime.archive.archive_io import archive_members
 from models import Wide
 
 pytestmark = pytest.mark.aoti

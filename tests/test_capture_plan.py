@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from fxdelegate.runtime.capture_plan import (
+from fxdelegate.runtime.cuda_graphs.capture_plan import (
     NodeKind,
     classify_node,
     plan_segments,

@@ -12,7 +12,7 @@ import torch
 import fxdelegate
 from fxdelegate.demo import demo_inputs
 from fxdelegate.errors import RegionProgramMissingError
-from fxdelegate.runtime.archive import read_metadata
+from fxdelegate.runtime.archive.archive_io import read_metadata
 from fxdelegate.runtime.backends.reference import ReferenceCompiler, ReferenceRuntime
 
 WRONG_REGION = "region_2"
@@ -177,7 +177,7 @@ class Loss(torch.nn.Module):
 def _plant_unreduced_mse_loss(monkeypatch) -> None:
     """The executor's code generator picks torch._C._nn.mse_loss for every mse_loss
     node: a binding whose default is no reduction, where the schema's is the mean."""
-    from fxdelegate.runtime import plan
+    from fxdelegate.runtime.codegen import plan
 
     real = plan.python_binding
 

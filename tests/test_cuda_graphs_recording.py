@@ -22,7 +22,7 @@ from fxdelegate import CUDAGraphOptions
 from fxdelegate.demo import DemoModel, demo_inputs, export_demo
 from fxdelegate.errors import InputMismatchError, InvalidArgumentError
 from fxdelegate.runtime.backends.reference import ReferenceCompiler, ReferenceRuntime
-from fxdelegate.runtime.cuda_graph_options import graph_device
+from fxdelegate.runtime.cuda_graphs.cuda_graph_options import graph_device
 from models import Counter, Sandwich
 
 

@@ -7,7 +7,7 @@ import torch
 
 import fxdelegate
 from fxdelegate.demo import demo_inputs
-from fxdelegate.runtime.memory import peak_allocated_bytes
+from fxdelegate.runtime.debug.memory import peak_allocated_bytes
 from models import NestedIO, export_nested, nested_inputs
 
 

@@ -271,7 +271,7 @@ def test_unknown_compile_option_is_refused(mlp):
         fxdelegate.lower(ep, backend=ORT, compile_options={"threads": 2}, strict=True)
 
 
-# Loading needs runtime/archive_checks.check_region_files to accept a region folder that
+# Loading needs runtime/archive/archive_checks.check_region_files to accept a region folder that
 # holds model.onnx (today it asks every backend for *.so or *.cpp): see
 # OnnxRuntimeRuntime.package_suffixes.
 @torch.no_grad()

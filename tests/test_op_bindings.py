@@ -3,7 +3,7 @@ import torch
 from torch.fx.passes.operator_support import OperatorSupportBase
 
 import fxdelegate
-from fxdelegate.runtime.op_bindings import python_binding
+from fxdelegate.runtime.codegen.op_bindings import python_binding
 
 
 class _Nothing(OperatorSupportBase):

@@ -7,7 +7,7 @@ that has a default left out, then giving one more of them at a time, then all.
 Wherever the executor's generated code would call the binding, it must
 dispatch the node's overload with exactly the node's arguments, the omitted
 ones meaning what the schema says. The oracle is the schema, not ``_op``: the
-probe in ``runtime/op_bindings.py`` is what is under test.
+probe in ``runtime/codegen/op_bindings.py`` is what is under test.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from torch._ops import OpOverload
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fxdelegate.runtime.op_bindings import binding_for, python_binding
-from fxdelegate.runtime.plan import build_plan
+from fxdelegate.runtime.codegen.op_bindings import binding_for, python_binding
+from fxdelegate.runtime.codegen.plan import build_plan
 
 
 class _NoStandIn(Exception):

@@ -4,7 +4,7 @@ Turned on with ``lower(..., cuda_graphs=True)`` or ``load(..., cuda_graphs=True)
 
 * **Segments.** The call is cut once, from the graph, into recorded and eager
   segments (:mod:`.capture_plan`); most programs are one recorded segment.
-  Each segment runs the same generated code as the executor (:mod:`.plan`).
+  Each segment runs the same generated code as the executor (:mod:`..codegen.plan`).
 * **Signatures.** A recorded segment keeps one graph per signature of its
   inputs (shapes, dtypes, the values of scalars), at most
   ``CUDAGraphOptions.max_graphs``, least recently used first out. A new
@@ -41,11 +41,11 @@ import torch
 from torch._ops import OpOverload
 from torch.export import ExportedProgram
 
+from ..codegen.plan import GraphCodegen, Runners
+from ..lowered_module import delegate_key
 from .capture_plan import Segment, SegmentPlan, plan_segments
 from .cuda_graph_options import CUDAGraphOptions, graph_device
 from .graph_capture import CaptureError, CUDACapturer, GraphCapturer, Replayable
-from .lowered_module import delegate_key
-from .plan import GraphCodegen, Runners
 
 log = logging.getLogger("fxdelegate.runtime")
 

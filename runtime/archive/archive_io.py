@@ -35,6 +35,7 @@ from torch.export.pt2_archive.constants import MODELS_FILENAME_FORMAT
 
 from fxdelegate.errors import ArchiveError
 
+from ..backend import RegionArtifact, get_runtime
 from .archive_checks import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -47,7 +48,6 @@ from .archive_checks import (
 from .archive_payloads import MappedArchive, read_payloads
 from .archive_shared_weights import bind_parent_weights, without_parent_weights
 from .archive_specs import portable_specs, restore_specs
-from .backend import RegionArtifact, get_runtime
 
 METADATA_MEMBER = "extra/fxdelegate.json"
 MODEL_NAME = "model"

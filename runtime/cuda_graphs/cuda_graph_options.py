@@ -10,7 +10,7 @@ from torch.export import ExportedProgram
 
 from fxdelegate.errors import InvalidArgumentError
 
-from .backend import RegionArtifact
+from ..backend import RegionArtifact
 from .graph_capture import GraphCapturer
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .plan import NodeTimes
+from ..codegen.plan import NodeTimes
 
 
 @dataclass

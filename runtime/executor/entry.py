@@ -7,7 +7,7 @@ does with pytree calls and loops:
   and lengths;
 * it checks each tensor's class, dtype, layout, device, rank, static sizes, dynamic
   sizes against their ranges, and equal dims;
-* it runs the graph body (:mod:`.plan`) with weights bound as globals;
+* it runs the graph body (:mod:`..codegen.plan`) with weights bound as globals;
 * it writes mutated buffers and inputs back, and builds the output pytree
   literally.
 
@@ -26,8 +26,8 @@ import sympy
 import torch
 import torch.utils._pytree as pytree
 
+from ..codegen.plan import GraphCodegen, NodeTimes, Runners
 from .input_check import InputChecker, ScalarSpec, TensorSpec
-from .plan import GraphCodegen, NodeTimes, Runners
 
 
 class NoFastPath(Exception):

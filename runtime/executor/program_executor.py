@@ -3,7 +3,7 @@
 Everything that can be decided once is decided at construction: where each
 placeholder's value comes from, which outputs write back into buffers or
 user inputs, the input checks, and two pieces of generated code (see
-:mod:`.plan` and :mod:`.entry`):
+:mod:`..codegen.plan` and :mod:`.entry`):
 
 * the *entry*, which is the whole call with pytree unpacking and input checks
   inlined. This is what ``executor(*args, **kwargs)`` runs;
@@ -26,13 +26,13 @@ from torch.export.graph_signature import InputKind, OutputKind
 
 from fxdelegate.errors import InputMismatchError, UnsupportedProgramError
 
-from .backend import Runner
-from .cuda_graph_options import CUDAGraphOptions
-from .cuda_graphs import CUDAGraphRunner
+from ..backend import Runner
+from ..codegen.plan import GraphPlan, NodeTimes, build_plan
+from ..cuda_graphs.cuda_graph_options import CUDAGraphOptions
+from ..cuda_graphs.cuda_graph_runner import CUDAGraphRunner
+from ..debug.profile import ProfileReport
 from .entry import NoFastPath, build_entry
 from .input_check import InputChecker
-from .plan import GraphPlan, NodeTimes, build_plan
-from .profile import ProfileReport
 
 
 def describe_spec(spec: pytree.TreeSpec) -> str:
@@ -125,7 +125,7 @@ class ProgramExecutor:
         cuda_graphs: CUDAGraphOptions | None = None,
         unrecordable: Mapping[str, str] | None = None,
     ) -> None:
-        """`cuda_graphs` turns on recording (see :mod:`.cuda_graphs`); `unrecordable`
+        """`cuda_graphs` turns on recording (see :mod:`..cuda_graphs`); `unrecordable`
         maps the regions a CUDA graph cannot record to the reason."""
         self.program = program
         self.runners = dict(runners or {})

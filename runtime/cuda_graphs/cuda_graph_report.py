@@ -12,7 +12,7 @@ from fxdelegate.text_table import format_table
 from .cuda_graph_options import graph_device
 
 if TYPE_CHECKING:
-    from .cuda_graphs import CUDAGraphRunner
+    from .cuda_graph_runner import CUDAGraphRunner
 
 
 def format_report(runner: CUDAGraphRunner) -> str:

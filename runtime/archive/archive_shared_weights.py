@@ -21,7 +21,7 @@ from torch.export import ExportedProgram
 
 from fxdelegate.errors import ArchiveError
 
-from .weight_update import rebound_program
+from ..weight_update import rebound_program
 
 # {region program name: {"state_dict" | "constants":
 #     {fqn: [parent kind, parent fqn, shape, dtype]}}}

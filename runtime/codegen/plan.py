@@ -12,7 +12,7 @@ possible. Delegate nodes call their region's runner directly with a flat
 list.
 
 :class:`GraphCodegen` emits the body. :func:`build_plan` wraps it as
-``run_graph(inputs) -> outputs`` on flat lists; :mod:`.entry` wraps it as the
+``run_graph(inputs) -> outputs`` on flat lists; :mod:`..executor.entry` wraps it as the
 program's full call, with pytree handling and input checks inlined.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch._ops import OpOverload
 
-from .lowered_module import delegate_key
+from ..lowered_module import delegate_key
 from .op_bindings import python_binding
 
 _LITERAL_TYPES = (bool, int, str, type(None))

@@ -35,9 +35,9 @@ from torch.export.graph_signature import InputKind, OutputKind
 from fxdelegate.partitioner.op_support import describe_target
 from fxdelegate.text_table import format_table
 
-from .backend import RegionArtifact, Runner, get_runtime
-from .lowered_module import delegate_key
-from .plan import op_callee
+from ..backend import RegionArtifact, Runner, get_runtime
+from ..codegen.plan import op_callee
+from ..lowered_module import delegate_key
 
 
 @dataclass
