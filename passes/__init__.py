@@ -13,6 +13,11 @@ One pass per file, each a ``torch.fx.passes.infra.pass_base.PassBase``:
 :func:`default_pipeline` gives them as a named :class:`PassPipeline` that takes
 passes of one's own (checked after each run by :mod:`.pipeline.user_pass_checks`);
 :func:`transform_program` runs such passes alone.
+
+Beside the passes: :mod:`.context` (what they share) and their graph helpers
+(:mod:`.graph_order`, :mod:`.region_boundary`, :mod:`.region_structure`,
+:mod:`.symbolic_sizes`); ``pipeline/`` runs the passes and checks user passes;
+``compile/`` compiles each distinct region once (content key, caches, workers).
 """
 
 from .anchor_symbolic_sizes import AnchorSymbolicSizesPass
