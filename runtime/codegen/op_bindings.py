@@ -20,7 +20,7 @@ differs from the schema's default to a dispatch mode, so a binding default
 that differs shows up as an explicit argument). The probe runs once per op and
 argument values (tensors by kind), on meta stand-ins. Nodes that fail it, or
 that it cannot build arguments for (opaque objects, sizes without an example
-value), keep ``_op``. ``tests/test_op_bindings_sweep.py`` holds every aten op
+value), keep ``_op``. ``tests/runtime/test_op_bindings_sweep.py`` holds every aten op
 with a binding to this, against the schema.
 """
 

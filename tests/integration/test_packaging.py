@@ -13,7 +13,7 @@ import pytest
 
 from readme_blocks import worked_example_files
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 CHECK = """
 import pathlib, sys, torch, fxdelegate

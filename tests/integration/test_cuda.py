@@ -1,7 +1,7 @@
 """The pipeline on a CUDA device: lower, run, save and load, against eager.
 
 Skipped on machines without a GPU (CI has none); run on the device machine
-with `pytest tests/test_cuda.py`.
+with `pytest tests/integration/test_cuda.py`.
 """
 
 import copy

@@ -1,6 +1,6 @@
 """One "machine" of the remote-cache tests: lower a program, print what happened as JSON.
 
-python tests/remote_cache_worker.py '{"url": ..., "local": ..., "backend": "packaged", ...}'
+python tests/support/remote_cache_worker.py '{"url": ..., "local": ..., "backend": "packaged", ...}'
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """CUDA graphs across the delegated program, on a GPU, through AOTInductor.
 
-Skipped on machines without CUDA (CI has none; tests/test_cuda_graphs_recording.py
+Skipped on machines without CUDA (CI has none; tests/runtime/test_cuda_graphs_recording.py
 covers the same logic there with a stand-in capturer). Run on the device
-machine with ``pytest tests/test_cuda_graphs.py``.
+machine with ``pytest tests/runtime/test_cuda_graphs.py``.
 """
 
 import copy

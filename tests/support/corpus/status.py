@@ -5,7 +5,7 @@ Tests call :func:`record`; with ``FXDELEGATE_SWEEP_RESULTS=<file.json>`` set,
 every outcome so far is written there after each test (:func:`flush`).
 Then::
 
-    python tests/corpus/status.py [--notes notes.md] cpu.json [cuda.json ...] > docs/opinfo-status.md
+    python tests/support/corpus/status.py [--notes notes.md] cpu.json [cuda.json ...] > docs/opinfo-status.md
 
 renders the table: per corpus and path, how many cases agree, every case that
 differs or raises, and every case left out, with the reason.
@@ -228,9 +228,9 @@ if __name__ == "__main__":
             runs.append(json.load(f))
     if not runs:
         sys.exit(
-            "usage: python tests/corpus/status.py results.json [more.json ...] > status.md\n"
-            "       python tests/corpus/status.py --notes notes.md results.json [...] > status.md\n"
-            "       python tests/corpus/status.py --merge out.json worker.json [...]"
+            "usage: python tests/support/corpus/status.py results.json [more.json ...] > status.md\n"
+            "       python tests/support/corpus/status.py --notes notes.md results.json [...] > status.md\n"
+            "       python tests/support/corpus/status.py --merge out.json worker.json [...]"
         )
     if merge_into:
         with open(merge_into, "w") as f:

@@ -142,7 +142,7 @@ def test_zero_element_tensors_stay_in_the_executor():
 
 DETERMINISM = """
 import json, sys
-sys.path.insert(0, "tests")
+sys.path.insert(0, "tests/support")
 import torch
 from fxdelegate.partitioner import propose_partitions
 from fxdelegate.passes import prepare_program
@@ -164,7 +164,7 @@ def test_same_regions_whatever_the_hash_seed():
             capture_output=True,
             text=True,
             env={"PYTHONHASHSEED": seed, "PATH": ""},
-            cwd=str(__import__("pathlib").Path(__file__).parent.parent),
+            cwd=str(__import__("pathlib").Path(__file__).parents[2]),
         )
         assert result.returncode == 0, result.stderr
         outputs.add(result.stdout)

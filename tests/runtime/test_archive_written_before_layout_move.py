@@ -12,7 +12,7 @@ import torch
 
 import fxdelegate
 
-DATA = pathlib.Path(__file__).resolve().parent / "data" / "archive_written_before_layout_move"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data" / "archive_written_before_layout_move"
 
 
 class PinnedGelu(torch.nn.Module):

@@ -1,6 +1,6 @@
 """The remote compile cache against a real redis-server on a loopback port.
 
-Most tests use a cheap cacheable backend (tests/packaged_backend.py) whose
+Most tests use a cheap cacheable backend (tests/support/packaged_backend.py) whose
 compiles can take a set time and are counted; one test goes through
 AOTInductor. "Machines" are processes with their own local folders.
 """
@@ -24,7 +24,7 @@ from fxdelegate.passes.compile.remote_cache import PREFIX
 from packaged_backend import DistinctBlocks, register
 from redis_server import RedisServer, free_port
 
-WORKER = os.path.join(os.path.dirname(__file__), "remote_cache_worker.py")
+WORKER = os.path.join(os.path.dirname(__file__), "..", "support", "remote_cache_worker.py")
 REGIONS = 6  # DistinctBlocks: six distinct regions
 SECRET = "fleet-secret"
 

@@ -1,7 +1,7 @@
 """Print the zoo's status as Markdown tables.
 
-python tests/zoo/report.py                 # the hard-graph zoo, through AOTInductor (first setting)
-python tests/zoo/report.py transformers    # the transformers zoo, on both backends
+python tests/support/zoo/report.py                 # the hard-graph zoo, through AOTInductor (first setting)
+python tests/support/zoo/report.py transformers    # the transformers zoo, on both backends
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-os.environ.setdefault("FXDELEGATE_CACHE_DIR", str(HERE.parent.parent / ".cache" / "fxdelegate"))
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(HERE.parent.parent / ".cache" / "inductor"))
+os.environ.setdefault("FXDELEGATE_CACHE_DIR", str(HERE.parents[2] / ".cache" / "fxdelegate"))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(HERE.parents[2] / ".cache" / "inductor"))
 
 import fxdelegate  # noqa: E402
 from zoo import ZOO  # noqa: E402

@@ -1,10 +1,10 @@
 """The CUDA-graph runtime's logic on a machine without a GPU.
 
-A stand-in capturer (tests/recording_capturer.py) records the ATen ops a
+A stand-in capturer (tests/support/recording_capturer.py) records the ATen ops a
 segment runs and replays them on the same tensors, with CUDA graphs' rules:
 recording changes nothing, host code never reruns, host reads fail. With the
 reference backend it exercises signatures, static buffers, output copies,
-mutation, segments, failures, eviction and threads; tests/test_cuda_graphs.py
+mutation, segments, failures, eviction and threads; tests/runtime/test_cuda_graphs.py
 runs the same things on a GPU with real graphs and AOTInductor.
 """
 

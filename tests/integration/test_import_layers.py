@@ -18,7 +18,7 @@ import pytest
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # Bottom to top: a module may import modules of its own layer or of layers below.
 # An entry names one module, or with ".*" every module under a package; the longest

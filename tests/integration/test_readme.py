@@ -5,7 +5,7 @@ import re
 
 from readme_blocks import printed_blocks, worked_example_files
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _quickstart_commands() -> list[str]:
