@@ -54,7 +54,7 @@ from fxdelegate.partitioner.plan_search import (
 from fxdelegate.passes.compile.region_key import region_key
 from fxdelegate.passes.compile.remote_cache import RemoteCache, RemoteCacheOptions
 from fxdelegate.passes.pipeline.backend_choice import BackendChoice
-from fxdelegate.passes.pipeline.prepare_program import prepare
+from fxdelegate.passes.prepare_program import prepare
 from fxdelegate.runtime.backend import get_compiler
 
 from .program import DelegatedProgram

@@ -14,7 +14,9 @@ One pass per file, each a ``torch.fx.passes.infra.pass_base.PassBase``:
 passes of one's own (checked after each run by :mod:`.pipeline.user_pass_checks`);
 :func:`transform_program` runs such passes alone.
 
-Beside the passes: :mod:`.context` (what they share) and their graph helpers
+Before them, :mod:`.prepare_program` makes the user's program functional (with
+:mod:`.inline_mode_wrappers` and :mod:`.functionalize_in_place`). Beside the
+passes: :mod:`.context` (what they share) and their graph helpers
 (:mod:`.graph_order`, :mod:`.region_boundary`, :mod:`.region_structure`,
 :mod:`.symbolic_sizes`); ``pipeline/`` runs the passes and checks user passes;
 ``compile/`` compiles each distinct region once (content key, caches, workers).
@@ -31,9 +33,9 @@ from .pipeline.builtin_passes import lowering_passes
 from .pipeline.lower_program import lower_program, run_lowering_passes
 from .pipeline.lowering_result import LoweringResult
 from .pipeline.pass_pipeline import PassPipeline, PipelineStep, default_pipeline
-from .pipeline.prepare_program import PreparedProgram, prepare, prepare_program
 from .pipeline.transform_program import transform_program
 from .pipeline.user_pass_checks import UserPassRun
+from .prepare_program import PreparedProgram, prepare, prepare_program
 from .tag_regions import REGION_TAG, TagRegionsPass
 from .verify_delegated import VerifyDelegatedGraphPass
 

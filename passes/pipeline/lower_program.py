@@ -16,12 +16,12 @@ from fxdelegate.partitioner.gc_pause import gc_paused
 
 from ..compile.remote_cache import RemoteCacheOptions
 from ..context import CONTEXT_KEY, LoweringContext, RegionRecord, attach_context
+from ..prepare_program import prepare
 from ..tag_regions import existing_delegates
 from .backend_choice import BackendChoice
 from .builtin_passes import lowering_passes
 from .lowering_result import BackendRun, LoweringResult
 from .pass_pipeline import PassPipeline, default_pipeline
-from .prepare_program import prepare
 from .user_pass_checks import UserPassChecker, program_in_spec
 
 

@@ -11,9 +11,9 @@ from fxdelegate.errors import InvalidArgumentError
 from fxdelegate.partitioner import CompilableAtenSupport, OpSet
 
 from ..context import CONTEXT_KEY, LoweringContext
+from ..prepare_program import prepare
 from .lower_program import run_lowering_passes
 from .pass_pipeline import PassLike, PassPipeline
-from .prepare_program import prepare
 from .user_pass_checks import UserPassChecker, program_in_spec
 
 

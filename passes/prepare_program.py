@@ -6,8 +6,8 @@ one place where a program may be re-traced, and only when it must be:
 
 * an already functional program is copied;
 * torch.export's training IR is made functional by inlining its grad-mode and
-  disabled-autocast wrappers (:mod:`..inline_mode_wrappers`) and rewriting its
-  in-place ops where nothing aliases what they write (:mod:`..functionalize_in_place`):
+  disabled-autocast wrappers (:mod:`.inline_mode_wrappers`) and rewriting its
+  in-place ops where nothing aliases what they write (:mod:`.functionalize_in_place`):
   no re-trace, so every op stays as the user's code wrote it (a re-trace can
   drop a ``contiguous`` that a later ``view`` needs in eager);
 * anything else is re-traced with ``run_decompositions({})``, with no
@@ -35,8 +35,8 @@ from torch.fx._lazy_graph_module import _LazyGraphModule
 
 from fxdelegate.errors import UnsupportedProgramError
 
-from ..functionalize_in_place import functionalize_in_place
-from ..inline_mode_wrappers import inline_mode_wrappers
+from .functionalize_in_place import functionalize_in_place
+from .inline_mode_wrappers import inline_mode_wrappers
 
 log = logging.getLogger("fxdelegate.passes")
 
