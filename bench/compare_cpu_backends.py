@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/ovcache")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests" / "support")]
 
 import torch  # noqa: E402
 from bench_models import ConvNet, Fragmented, GeluBlocks, TinyMLP  # noqa: E402

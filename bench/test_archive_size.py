@@ -13,7 +13,7 @@ import torch
 from ratios import record
 
 import fxdelegate
-from fxdelegate.runtime.archive import archive_members
+from fxdelegate.runtime.archive.archive_io import archive_members
 from models import Wide
 
 

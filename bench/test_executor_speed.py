@@ -16,7 +16,7 @@ from ratios import fmt_seconds, interleaved, median, record, record_series
 from torch.fx.passes.operator_support import OperatorSupportBase
 
 import fxdelegate
-from fxdelegate.runtime.memory import peak_allocated_bytes
+from fxdelegate.runtime.debug.memory import peak_allocated_bytes
 
 TABLE = "executor latency per call, side by side (median of interleaved rounds; ratio to the first column)"
 

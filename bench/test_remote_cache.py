@@ -19,10 +19,10 @@ import tempfile
 import pytest
 from ratios import fmt_seconds, record
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "support"))
 from redis_server import RedisServer
 
-WORKER = os.path.join(os.path.dirname(__file__), "..", "tests", "remote_cache_worker.py")
+WORKER = os.path.join(os.path.dirname(__file__), "..", "tests", "support", "remote_cache_worker.py")
 
 
 def _machine(url: str) -> dict:

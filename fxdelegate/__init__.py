@@ -18,10 +18,10 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "runtime")) and os.
     __path__.append(_checkout)  # type: ignore[name-defined]
 
 
-from fxdelegate.passes.pass_pipeline import PassPipeline, default_pipeline
-from fxdelegate.passes.remote_cache import RemoteCacheOptions
+from fxdelegate.passes.compile.remote_cache import RemoteCacheOptions
+from fxdelegate.passes.pipeline.pass_pipeline import PassPipeline, default_pipeline
 from fxdelegate.runtime.backend import register_backend
-from fxdelegate.runtime.cuda_graph_options import CUDAGraphOptions
+from fxdelegate.runtime.cuda_graphs.cuda_graph_options import CUDAGraphOptions
 
 from .api import load, lower
 from .errors import (
@@ -39,8 +39,7 @@ from .errors import (
     UnsupportedProgramError,
 )
 from .program import DelegatedProgram
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ArchiveError",

@@ -22,11 +22,11 @@ from fxdelegate.partitioner.op_support import OpSelector
 from fxdelegate.partitioner.partition import check_partition_arguments
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
 from fxdelegate.passes import PassPipeline, default_cache_dir, lower_program
-from fxdelegate.passes.backend_choice import BackendChoice, resolve_backends
-from fxdelegate.passes.lowering_summary import summarize
-from fxdelegate.passes.remote_cache import RemoteCacheOptions, resolve_remote_cache
-from fxdelegate.runtime.archive import read_archive
-from fxdelegate.runtime.cuda_graph_options import (
+from fxdelegate.passes.compile.remote_cache import RemoteCacheOptions, resolve_remote_cache
+from fxdelegate.passes.pipeline.backend_choice import BackendChoice, resolve_backends
+from fxdelegate.passes.pipeline.lowering_summary import summarize
+from fxdelegate.runtime.archive.archive_io import read_archive
+from fxdelegate.runtime.cuda_graphs.cuda_graph_options import (
     CUDAGraphOptions,
     graph_device,
     resolve_cuda_graphs,

@@ -13,7 +13,7 @@ from fxdelegate.errors import FxDelegateError
 
 def _inspect(args: argparse.Namespace) -> int:
     from fxdelegate.partitioner.report import LoweringSummary
-    from fxdelegate.runtime.archive import archive_members, read_metadata
+    from fxdelegate.runtime.archive.archive_io import archive_members, read_metadata
 
     metadata = read_metadata(args.path)
     summary = LoweringSummary.from_dict(metadata["summary"])
@@ -95,8 +95,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _cache(args: argparse.Namespace) -> int:
     """Entries and bytes of the local compile cache and the remote store; or clear them."""
-    from fxdelegate.passes.compile_cache import CompileCache, default_cache_dir
-    from fxdelegate.passes.remote_cache import RemoteCache, RemoteCacheOptions
+    from fxdelegate.passes.compile.local_cache import CompileCache, default_cache_dir
+    from fxdelegate.passes.compile.remote_cache import RemoteCache, RemoteCacheOptions
 
     local = CompileCache(os.path.expanduser(args.dir or default_cache_dir()))
     url = args.remote or os.environ.get("FXDELEGATE_REMOTE_CACHE")

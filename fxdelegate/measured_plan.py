@@ -51,10 +51,10 @@ from fxdelegate.partitioner.plan_search import (
     choose,
     segments_of,
 )
-from fxdelegate.passes.backend_choice import BackendChoice
+from fxdelegate.passes.compile.region_key import region_key
+from fxdelegate.passes.compile.remote_cache import RemoteCache, RemoteCacheOptions
+from fxdelegate.passes.pipeline.backend_choice import BackendChoice
 from fxdelegate.passes.prepare_program import prepare
-from fxdelegate.passes.region_key import region_key
-from fxdelegate.passes.remote_cache import RemoteCache, RemoteCacheOptions
 from fxdelegate.runtime.backend import get_compiler
 
 from .program import DelegatedProgram

@@ -13,14 +13,14 @@ from torch.export import ExportedProgram
 
 from fxdelegate.errors import FxDelegateError, RegionProgramMissingError
 from fxdelegate.partitioner.report import LoweringSummary, RegionSummary
-from fxdelegate.runtime.archive import write_archive
+from fxdelegate.runtime.archive.archive_io import write_archive
 from fxdelegate.runtime.backend import RegionArtifact, Runner, get_runtime
-from fxdelegate.runtime.compare import ComparisonReport, compare_program
-from fxdelegate.runtime.cuda_graph_options import CUDAGraphOptions, unrecordable_regions
-from fxdelegate.runtime.cuda_graph_report import describe_off
-from fxdelegate.runtime.cuda_graphs import CUDAGraphRunner
-from fxdelegate.runtime.executor import ProgramExecutor
-from fxdelegate.runtime.profile import ProfileReport
+from fxdelegate.runtime.cuda_graphs.cuda_graph_options import CUDAGraphOptions, unrecordable_regions
+from fxdelegate.runtime.cuda_graphs.cuda_graph_report import describe_off, format_report
+from fxdelegate.runtime.cuda_graphs.cuda_graph_runner import CUDAGraphRunner
+from fxdelegate.runtime.debug.compare import ComparisonReport, compare_program
+from fxdelegate.runtime.debug.profile import ProfileReport
+from fxdelegate.runtime.executor.program_executor import ProgramExecutor
 from fxdelegate.runtime.weight_update import bound_constants, current_weight, plan_weight_update
 
 
@@ -190,7 +190,9 @@ class DelegatedProgram:
         """A readable table: regions, every op left in the executor with the reason,
         and whether CUDA graphs are on (their segments, and why any node is not recorded)."""
         graphs = self.cuda_graphs
-        section = graphs.report() if graphs is not None else describe_off(self.exported_program)
+        section = (
+            format_report(graphs) if graphs is not None else describe_off(self.exported_program)
+        )
         return self.summary.format() + "\n\n" + section
 
     def save(self, path: str | os.PathLike[str], *, keep_region_programs: bool = False) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from fxdelegate.text_table import format_table
+
 from .op_support import describe_target
 
 
@@ -216,16 +218,6 @@ def _count(n: int) -> str:
 
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def format_table(rows: list[list[str]]) -> list[str]:
-    """Rows of cells as aligned, indented lines (the first row is the header)."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for row in rows:
-        cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
-        out.append("  " + "  ".join(cells).rstrip())
-    return out
 
 
 def format_plan(plan: dict[str, Any]) -> list[str]:

@@ -11,24 +11,32 @@ One pass per file, each a ``torch.fx.passes.infra.pass_base.PassBase``:
 * :class:`VerifyDelegatedGraphPass` - lint, signature, ownership checks
 
 :func:`default_pipeline` gives them as a named :class:`PassPipeline` that takes
-passes of one's own (checked after each run by :mod:`.user_pass_checks`);
+passes of one's own (checked after each run by :mod:`.pipeline.user_pass_checks`);
 :func:`transform_program` runs such passes alone.
+
+Before them, :mod:`.prepare_program` makes the user's program functional (with
+:mod:`.inline_mode_wrappers` and :mod:`.functionalize_in_place`). Beside the
+passes: :mod:`.context` (what they share) and their graph helpers
+(:mod:`.graph_order`, :mod:`.region_boundary`, :mod:`.region_structure`,
+:mod:`.symbolic_sizes`); ``pipeline/`` runs the passes and checks user passes;
+``compile/`` compiles each distinct region once (content key, caches, workers).
 """
 
 from .anchor_symbolic_sizes import AnchorSymbolicSizesPass
 from .assign_constant_owners import AssignConstantOwnersPass
-from .compile_cache import default_cache_dir
+from .compile.local_cache import default_cache_dir
 from .context import EXECUTOR, LoweringContext, RegionRecord, attach_context, get_context
 from .delegate_regions import DelegateRegionsPass
 from .lower_regions import LowerRegionsPass
-from .lowering_result import LoweringResult
 from .outline_regions import OutlineRegionsPass
-from .pass_pipeline import PassPipeline, PipelineStep, default_pipeline
-from .pipeline import lower_program, lowering_passes, run_lowering_passes
+from .pipeline.builtin_passes import lowering_passes
+from .pipeline.lower_program import lower_program, run_lowering_passes
+from .pipeline.lowering_result import LoweringResult
+from .pipeline.pass_pipeline import PassPipeline, PipelineStep, default_pipeline
+from .pipeline.transform_program import transform_program
+from .pipeline.user_pass_checks import UserPassRun
 from .prepare_program import PreparedProgram, prepare, prepare_program
 from .tag_regions import REGION_TAG, TagRegionsPass
-from .transform_program import transform_program
-from .user_pass_checks import UserPassRun
 from .verify_delegated import VerifyDelegatedGraphPass
 
 __all__ = [

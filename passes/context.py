@@ -18,7 +18,7 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 from fxdelegate.partitioner import OpSet, Partition, PartitionResult
 from fxdelegate.runtime.backend import RegionArtifact, Runner
 
-from .remote_cache import RemoteCacheOptions
+from .compile.remote_cache import RemoteCacheOptions
 
 CONTEXT_KEY = "fxdelegate"
 EXECUTOR = "executor"  # owner name of state that stays with the executor
@@ -48,7 +48,7 @@ class RegionRecord:
     runner: Runner | None = None
     recordable: bool = False  # the runner can be recorded in a CUDA graph
     # Where its artifact came from, when a remote cache is in use: "local hit",
-    # "remote hit", "compiled", "compiled, published" (see region_cache.py).
+    # "remote hit", "compiled", "compiled, published" (see compile/tiered_cache.py).
     cache_source: str = ""
     delegate_node: torch.fx.Node | None = None
 

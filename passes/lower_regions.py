@@ -1,10 +1,10 @@
 """Compile every outlined region with the chosen backend and load the result.
 
-Regions are grouped by content key (:mod:`.region_key`). Each distinct
+Regions are grouped by content key (:mod:`.compile.region_key`). Each distinct
 structure is looked up in the compile cache (the local folder, then the
-remote store when there is one: :mod:`.region_cache`), and the ones that miss
-are compiled, concurrently where the backend allows it, and split with other
-machines missing them at the same time (:mod:`.fleet_compile`). Every region is then
+remote store when there is one: :mod:`.compile.tiered_cache`), and the ones that
+miss are compiled, concurrently where the backend allows it, and split with other
+machines missing them at the same time (:mod:`.compile.fleet_compile`). Every region is then
 loaded with its own weights bound to the shared artifact. A region whose
 compile fails stays in the executor: this raises a warning and adds a
 report row, unless ``strict``, in which case the error propagates.
@@ -22,17 +22,17 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from fxdelegate.errors import BackendCompileError, BackendError, RegionFallbackWarning
 from fxdelegate.runtime.backend import RegionArtifact, RegionToCompile, get_compiler, get_runtime
-from fxdelegate.runtime.capture_plan import region_host_sync
+from fxdelegate.runtime.cuda_graphs.capture_plan import region_host_sync
 from fxdelegate.runtime.region_runners import load_region_runner
 
-from .compile_cache import CompileCache
+from .compile.fleet_compile import compile_across_fleet
+from .compile.local_cache import CompileCache
+from .compile.parallel_compile import CompileJob, compile_jobs, default_workers
+from .compile.region_key import region_key
+from .compile.remote_cache import RemoteCache
+from .compile.tiered_cache import COMPILED, LOCAL_HIT, PUBLISHED, REMOTE_HIT, SHARED, RegionCache
 from .context import LoweringContext, RegionRecord, get_context
-from .fleet_compile import compile_across_fleet
 from .outline_regions import constant_name
-from .parallel_compile import CompileJob, compile_jobs, default_workers
-from .region_cache import COMPILED, LOCAL_HIT, PUBLISHED, REMOTE_HIT, SHARED, RegionCache
-from .region_key import region_key
-from .remote_cache import RemoteCache
 from .tag_regions import REGION_TAG
 
 log = logging.getLogger("fxdelegate.passes")

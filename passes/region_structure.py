@@ -12,7 +12,7 @@ The description is exact, not canonical, where exactness is cheap and safe:
 size symbols keep their identity (two regions whose batch dims are different
 symbols are not merged), control-flow bodies are named, and an argument of a
 type not listed below is compared by identity. It covers what
-:func:`.region_key.region_key` covers, so equal structures always have equal
+:func:`.compile.region_key.region_key` covers, so equal structures always have equal
 content keys.
 """
 

@@ -2,6 +2,12 @@
 
 Nothing here imports a compiler: a saved program loads and runs with the
 runtime half of each backend only.
+
+:mod:`.backend` (the backend contract and registry), :mod:`.lowered_module` and
+:mod:`.weight_update` are shared with the passes; ``backends/`` holds the built-in
+backends, ``codegen/`` the graph as generated Python, ``executor/`` one call,
+``cuda_graphs/`` recording and replaying it, ``debug/`` compare, profile and memory,
+``archive/`` the .pt2 file.
 """
 
 from .backend import (
@@ -15,10 +21,10 @@ from .backend import (
     register_backend,
     registered_backends,
 )
-from .executor import ProgramExecutor
-from .input_check import InputChecker
+from .codegen.plan import GraphPlan, build_plan
+from .executor.input_check import InputChecker
+from .executor.program_executor import ProgramExecutor
 from .lowered_module import LoweredBackendModule
-from .plan import GraphPlan, build_plan
 
 __all__ = [
     "BackendCompiler",

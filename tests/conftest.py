@@ -18,7 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CACHE = pathlib.Path(os.environ.get("FXDELEGATE_TEST_CACHE", ROOT / ".cache"))
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(CACHE / "inductor"))
 os.environ.setdefault("FXDELEGATE_CACHE_DIR", str(CACHE / "fxdelegate"))
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+# The tests' helper modules (models, graph_checks, zoo, corpus, ...) import by name.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "support"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

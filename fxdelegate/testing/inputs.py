@@ -14,7 +14,7 @@ from torch.export._tree_utils import reorder_kwargs
 from torch.utils._sympy.numbers import int_oo
 
 from fxdelegate.errors import InvalidArgumentError
-from fxdelegate.passes.user_pass_checks import program_in_spec
+from fxdelegate.passes.pipeline.user_pass_checks import program_in_spec
 
 # torch.export traces a dynamic dimension assuming it is neither 0 nor 1 (sizes 0
 # and 1 specialize broadcasting and are not guaranteed to work): the smallest size tried.

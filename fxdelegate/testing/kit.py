@@ -15,10 +15,10 @@ from torch.export import ExportedProgram
 from fxdelegate.api import lower
 from fxdelegate.errors import InvalidArgumentError
 from fxdelegate.partitioner.op_support import OpSelector, OpSet, describe_target
-from fxdelegate.passes.pass_pipeline import PassLike, default_pipeline
-from fxdelegate.passes.program_invariants import first_line
-from fxdelegate.passes.program_outputs import compare_values
-from fxdelegate.passes.transform_program import transform_program
+from fxdelegate.passes.pipeline.pass_pipeline import PassLike, default_pipeline
+from fxdelegate.passes.pipeline.program_invariants import first_line
+from fxdelegate.passes.pipeline.program_outputs import compare_values
+from fxdelegate.passes.pipeline.transform_program import transform_program
 from fxdelegate.program import DelegatedProgram
 from fxdelegate.runtime.lowered_module import LoweredBackendModule
 
@@ -105,7 +105,7 @@ class PassTestKit:
         atol: float | None = None,
     ) -> list[str]:
         """Call both on several inputs and require the same outputs and the same
-        mutated inputs, tensors within the dtype's tolerance (``fxdelegate.passes.
+        mutated inputs, tensors within the dtype's tolerance (``fxdelegate.passes.pipeline.
         program_outputs.TOLERANCES``; `rtol`/`atol` override it).
 
         `inputs` defaults to :meth:`sample_inputs` of whichever side is a program: the

@@ -3,7 +3,7 @@ takes, less what AOTInductor is known to compute wrongly, to fail on at run time
 or to fail to compile.
 
 Each refusal below was found by the OpInfo/ModuleInfo sweeps
-(``tests/test_opinfo_sweep.py``, ``tests/test_moduleinfo_sweep.py``): the
+(``tests/integration/test_opinfo_sweep.py``, ``tests/integration/test_moduleinfo_sweep.py``): the
 compiled region disagreed with ``ep.module()`` (or raised) where the executor
 and the reference backend agreed bit for bit. Such nodes run in eager PyTorch instead,
 and the report gives the reason.

@@ -1,7 +1,7 @@
 """The ``reference`` backend: runs each region's own graph in eager PyTorch.
 
 For debugging (is a wrong result the partitioning or the compiler?), for fast
-pass-level tests, and as the oracle that :mod:`..compare` and the test sweeps
+pass-level tests, and as the oracle that :mod:`..debug.compare` and the test sweeps
 check everything else against. So it shares nothing with the executor's fast
 path (op bindings, generated code, skipped checks): a region runs the code
 torch.fx generates for the region's graph, which calls every op as its
