@@ -25,9 +25,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-# 2: samples of 10 ms of calls (were 1 ms) and a new order each round; 3: the
-# fastest sample; 4: the median again (3 favoured bimodal programs).
-MEASUREMENT_VERSION = 4
+# 5: a new (seeded) order each round. Versions 2-4 tried 10 ms samples and the
+# fastest sample instead of the median; both measured worse on the bench's models
+# (docs/benchmarks/measured-plans.md).
+MEASUREMENT_VERSION = 5
 
 
 class Timer(Protocol):
@@ -38,11 +39,7 @@ class Timer(Protocol):
 class InterleavedTimer:
     """Median seconds per call, candidates measured in alternation."""
 
-    # A sample is about 10 ms of back-to-back calls: a 1 ms sample holds a single
-    # call of a millisecond program, so whatever ran just before it (another
-    # runtime's threads, another program's weights in the cache) weighs on every
-    # sample of that program.
-    def __init__(self, rounds: int = 15, warmup: int = 3, batch_seconds: float = 1e-2) -> None:
+    def __init__(self, rounds: int = 15, warmup: int = 3, batch_seconds: float = 1e-3) -> None:
         self.rounds = rounds
         self.warmup = warmup
         self.batch_seconds = batch_seconds
@@ -82,12 +79,10 @@ class InterleavedTimer:
         finally:
             if enabled:
                 gc.enable()
-        # The median sample, not the fastest: a program that mixes runtimes is
-        # bimodal (measured on 2 cores: a program with ORT and AOTInductor regions
-        # had its fastest 10 ms sample at 180 us and ran at 320 us in steady
-        # state), and the minimum picked it over AOTInductor alone at 210 us. The
-        # median needs a quiet machine: another process holding a core for most
-        # of a measurement moves it.
+        # The median, not the fastest sample: a program that mixes runtimes is
+        # bimodal (on 2 cores, one with ORT and AOTInductor regions had its fastest
+        # sample at 180 us and ran at 320 us in steady state), and the minimum
+        # picked it over AOTInductor alone at 210 us.
         return {name: statistics.median(s) for name, s in samples.items()}
 
 
