@@ -8,7 +8,6 @@ Lowering, loading an archive and re-loading regions lowered earlier all come her
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch.export import ExportedProgram
@@ -33,7 +32,7 @@ def load_region_runner(
 
 def load_region_runners(
     program: ExportedProgram,
-    artifacts: Mapping[str, Any],
+    artifacts: Mapping[str, RegionArtifact],
     recordable: bool,
     where: str,
 ) -> tuple[dict[str, Runner], set[str]]:
